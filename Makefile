@@ -1,0 +1,52 @@
+# liverec: `make demo` sets up and runs the demo pipeline; `make test` sets up and runs the tests.
+# Everything lives in .venv; scratch files (Spark, Ivy, MLflow, HOME, TMPDIR) stay under .liverec/.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+STAMP  := $(VENV)/.liverec-installed
+SCRATCH := $(CURDIR)/.liverec
+PETASTORM_DEPS := dill diskcache future psutil pyzmq six fsspec packaging
+
+# tools write caches under HOME and TMPDIR: keep them inside the project's ignored scratch folder
+RUN_ENV := HOME=$(SCRATCH)/home TMPDIR=$(SCRATCH)/tmp HF_HOME=$(SCRATCH)/hf HF_HUB_OFFLINE=1 \
+	MPLCONFIGDIR=$(SCRATCH)/mpl PATH=$(CURDIR)/$(BIN):$$PATH PYSPARK_PYTHON=$(CURDIR)/$(BIN)/python
+
+.PHONY: setup scratch demo test test-fast lint benchmark clean-scratch
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt lib/liverec/jars.py
+	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -c requirements/constraints.txt -e '.[dev]'
+	# Petastorm 0.13.1 pins setuptools<70, which conflicts with torch: install it alone, without deps
+	$(PIP) install -c requirements/constraints.txt $(PETASTORM_DEPS)
+	$(PIP) install --no-deps petastorm==0.13.1
+	# the Delta jar, copied among pyspark's jars (Spark's resolver, else mvn into ~/.m2)
+	mkdir -p $(SCRATCH)/tmp
+	$(BIN)/python -m liverec.jars
+	touch $(STAMP)
+
+scratch:
+	@mkdir -p $(SCRATCH)/home $(SCRATCH)/tmp $(SCRATCH)/hf $(SCRATCH)/mpl
+
+demo: setup scratch
+	$(RUN_ENV) $(BIN)/liverec pipeline --set demo_mode=true
+
+test: setup scratch
+	$(RUN_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup scratch
+	$(RUN_ENV) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check lib jobs tests benchmarks airflow_dags
+
+benchmark: setup scratch
+	$(RUN_ENV) $(BIN)/python benchmarks/ingest_clean_throughput.py
+
+clean-scratch:
+	rm -rf .liverec lakehouse demo_data

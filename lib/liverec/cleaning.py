@@ -1,0 +1,251 @@
+"""bronze.events -> silver.events + silver.quarantine, with nothing lost.
+
+Every bronze row gets exactly one status: ``ok`` (to silver.events), ``quarantine`` with a reason, or
+``duplicate`` (the same event as a row that is kept). The checks run in a fixed order and the first
+that fails names the reason, so each rejected row has one reason:
+
+malformed, missing_user_id, missing_item_id, the source's own reason (e.g. non_product_code),
+missing_event_type, missing_ts, bad_ts, ts_too_old, future_ts, unknown_event_type,
+non_numeric_value, non_numeric_price, value_out_of_range, then bot_user (rate-based, over the valid
+rows), then duplicates (by event_id, else by a hash of the row's content, within the run and
+against the other dates already in silver.events).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from liverec.config import CleanSettings, Settings
+from liverec.errors import ConfigError
+
+STATUS_OK = "ok"
+STATUS_QUARANTINE = "quarantine"
+STATUS_DUPLICATE = "duplicate"
+
+REASONS = (
+    "malformed", "missing_user_id", "missing_item_id", "missing_event_type", "missing_ts", "bad_ts",
+    "ts_too_old", "future_ts", "unknown_event_type", "non_numeric_value", "non_numeric_price",
+    "value_out_of_range", "bot_user",
+)
+
+
+# --------------------------------------------------------------------------- pseudonymisation
+
+def id_key(settings: Settings) -> bytes:
+    """The HMAC key from the environment; without one, only demo mode may go on (with the public key)."""
+    key = os.environ.get(settings.ids.key_env, "")
+    if key:
+        return key.encode("utf-8")
+    if settings.demo_mode:
+        return settings.ids.demo_key.encode("utf-8")
+    raise ConfigError(
+        f"environment variable {settings.ids.key_env} is not set: it holds the key that pseudonymises user ids. "
+        "Set it (e.g. export LIVEREC_ID_KEY=$(openssl rand -hex 32)), or run with --set demo_mode=true on demo data")
+
+
+def pseudonymise_value(raw: str, key: bytes) -> str:
+    """HMAC-SHA256 of a raw id, as hex: the same function the Spark column uses."""
+    return hmac.new(key, raw.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def pseudonymise(col: Column, key: bytes) -> Column:
+    """HMAC-SHA256 (hex) of a string column; nulls stay null. The key travels inside the UDF's closure,
+    so it never shows in a query plan or the Spark UI."""
+
+    @F.pandas_udf("string")
+    def _hmac(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in _block(key)))
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in _block(key)))
+        for s in batches:
+            out = []
+            for v in s:
+                if v is None or (isinstance(v, float) and pd.isna(v)):
+                    out.append(None)
+                    continue
+                i = inner.copy()
+                i.update(v.encode("utf-8"))
+                o = outer.copy()
+                o.update(i.digest())
+                out.append(o.hexdigest())
+            yield pd.Series(out, dtype="object")
+
+    return _hmac(col)
+
+
+def _block(key: bytes) -> bytes:
+    """RFC 2104 key block for SHA-256 (64 bytes)."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    return key.ljust(64, b"\0")
+
+
+# --------------------------------------------------------------------------- classification
+
+def _blank(c: Column) -> Column:
+    return c.isNull() | (F.trim(c) == "")
+
+
+def parse_ts(ts: Column) -> Column:
+    """Epoch seconds (or milliseconds when > 1e11) or ISO-8601 text -> timestamp; anything else -> null."""
+    num = ts.try_cast("double")
+    seconds = F.when(F.abs(num) > 1e11, num / 1000.0).otherwise(num)
+    from_epoch = F.when(num.isNotNull() & ~F.isnan(num), F.timestamp_micros((seconds * 1e6).cast("long")))
+    return F.when(num.isNotNull(), from_epoch).otherwise(F.trim(ts).try_cast("timestamp"))
+
+
+def _finite(c: Column) -> Column:
+    return c.isNotNull() & ~F.isnan(c) & (F.abs(c) != float("inf"))
+
+
+def ds_window_end(ds: str, tolerance_seconds: int) -> dt.datetime:
+    """Latest plausible event time for a run date: the end of ds plus the tolerance (deterministic, so a
+    rerun of the date judges the same rows the same way)."""
+    day = dt.datetime.strptime(ds, "%Y-%m-%d")
+    return day + dt.timedelta(days=1, seconds=tolerance_seconds)
+
+
+def reason_column(conf: CleanSettings, ds: str) -> Column:
+    """The first failing row-level check, or null when the row is valid."""
+    etype = F.lower(F.trim("event_type"))
+    value, price = F.col("_value"), F.col("_price")
+    min_ts = dt.datetime.fromisoformat(conf.min_ts)
+    max_ts = ds_window_end(ds, conf.future_tolerance_seconds)
+    known = list(conf.event_weights)
+    return (
+        F.when(F.col("raw_record").isNotNull(), "malformed")
+        .when(_blank(F.col("user_id")), "missing_user_id")
+        .when(_blank(F.col("item_id")), "missing_item_id")
+        .when(F.col("source_reject").isNotNull(), F.col("source_reject"))
+        .when(_blank(F.col("event_type")), "missing_event_type")
+        .when(_blank(F.col("ts")), "missing_ts")
+        .when(F.col("_ts").isNull(), "bad_ts")
+        .when(F.col("_ts") < F.lit(min_ts), "ts_too_old")
+        .when(F.col("_ts") > F.lit(max_ts), "future_ts")
+        .when(~etype.isin(known), "unknown_event_type")
+        .when(~_blank(F.col("value")) & ~_finite(value), "non_numeric_value")
+        .when(~_blank(F.col("price")) & ~_finite(price), "non_numeric_price")
+        .when(F.abs(value) > conf.max_abs_value, "value_out_of_range")
+    )
+
+
+def bot_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
+    """Users whose distinct-timestamp action rate is inhuman in some minute or day.
+
+    Several lines of one basket at one instant are one action, so a large invoice is not a bot.
+    Returns (user_id, bot_detail).
+    """
+    actions = valid.select("user_id", "_ts").distinct()
+    per_minute = actions.groupBy("user_id", F.date_trunc("minute", "_ts").alias("m")).count()
+    per_day = actions.groupBy("user_id", F.to_date("_ts").alias("d")).count()
+    peak_minute = per_minute.groupBy("user_id").agg(F.max("count").alias("peak_minute"))
+    peak_day = per_day.groupBy("user_id").agg(F.max("count").alias("peak_day"))
+    peaks = peak_minute.join(peak_day, "user_id")
+    return peaks.where(
+        (F.col("peak_minute") > conf.bot_max_actions_per_minute) | (F.col("peak_day") > conf.bot_max_actions_per_day)
+    ).select("user_id", F.format_string("peak %d actions/minute, %d actions/day", "peak_minute", "peak_day")
+             .alias("bot_detail"))
+
+
+def content_event_id(source: Column | str = "source") -> Column:
+    """A stable id for a row without one: SHA-256 over its content (so exact repeats collide)."""
+    fields = [F.coalesce(F.col(c), F.lit("\u2400")) for c in
+              ("user_id", "item_id", "event_type", "value", "ts", "session_id", "price")]
+    return F.sha2(F.concat_ws("\u241f", F.col(source) if isinstance(source, str) else source, *fields), 256)
+
+
+def classify(bronze: DataFrame, settings: Settings, ds: str, other_event_ids: DataFrame | None) -> DataFrame:
+    """Add ``_status``, ``_reason``, ``_detail`` and parsed columns to every bronze row (row count kept)."""
+    conf = settings.clean
+    df = (bronze
+          .withColumn("_ts", parse_ts(F.col("ts")))
+          .withColumn("_value", F.col("value").try_cast("double"))
+          .withColumn("_price", F.col("price").try_cast("double"))
+          .withColumn("_event_id", F.coalesce(F.trim("event_id"), content_event_id())))
+    df = df.withColumn("_reason", reason_column(conf, ds)).withColumn(
+        "_detail", F.when(F.col("_reason") == "future_ts", F.col("ts").cast("string")))
+
+    valid = df.where(F.col("_reason").isNull())
+    bots = bot_users(valid, conf)
+    # left join keyed on a non-null user id: a row never multiplies (bots is one row per user)
+    df = df.join(F.broadcast(bots), on="user_id", how="left")
+    is_bot = F.col("_reason").isNull() & F.col("bot_detail").isNotNull()
+    df = (df.withColumn("_detail", F.when(is_bot, F.col("bot_detail")).otherwise(F.col("_detail")))
+          .withColumn("_reason", F.when(is_bot, F.lit("bot_user")).otherwise(F.col("_reason")))
+          .drop("bot_detail"))
+
+    # duplicates among the rows still valid: the first by row_id is kept
+    still_valid = F.col("_reason").isNull()
+    df = df.withColumn("_rank", F.when(still_valid, F.row_number().over(
+        Window.partitionBy(still_valid, "_event_id").orderBy("row_id"))))
+    if other_event_ids is not None:
+        seen = other_event_ids.select(F.col("event_id").alias("_seen_id")).distinct()
+        df = df.join(seen, df["_event_id"] == seen["_seen_id"], "left")
+    else:
+        df = df.withColumn("_seen_id", F.lit(None).cast("string"))
+    duplicate = still_valid & ((F.col("_rank") > 1) | F.col("_seen_id").isNotNull())
+    status = (F.when(F.col("_reason").isNotNull(), STATUS_QUARANTINE)
+              .when(duplicate, STATUS_DUPLICATE).otherwise(STATUS_OK))
+    return df.withColumn("_status", status).drop("_rank", "_seen_id")
+
+
+def silver_rows(classified: DataFrame, key: bytes, ds: str) -> DataFrame:
+    ok = classified.where(F.col("_status") == STATUS_OK)
+    return ok.select(
+        F.col("_event_id").alias("event_id"),
+        pseudonymise(F.trim("user_id"), key).alias("user_id"),
+        F.trim("item_id").alias("item_id"),
+        F.lower(F.trim("event_type")).alias("event_type"),
+        F.col("_value").alias("value"),
+        F.col("_ts").alias("ts"),
+        "session_id",
+        F.col("_price").alias("price"),
+        "source",
+        F.lit(ds).alias("ds"),
+    )
+
+
+def quarantine_rows(classified: DataFrame, key: bytes, ds: str) -> DataFrame:
+    bad = classified.where(F.col("_status") == STATUS_QUARANTINE)
+    return bad.select(
+        F.col("_reason").alias("reason"), F.col("_detail").alias("detail"), "source", "row_id", "event_id",
+        pseudonymise(F.trim("user_id"), key).alias("user_id"),
+        "item_id", "event_type", "value", "ts", "session_id", "price", F.lit(ds).alias("ds"))
+
+
+@dataclass
+class Balance:
+    """Where every input row went; ``holds`` is the nothing-lost check."""
+
+    input_rows: int
+    kept: int
+    quarantined: int
+    duplicates: int
+    reasons: dict[str, int]
+
+    @property
+    def holds(self) -> bool:
+        return (self.input_rows == self.kept + self.quarantined + self.duplicates
+                and self.quarantined == sum(self.reasons.values()))
+
+    def line(self) -> str:
+        sign = "=" if self.holds else "!="
+        return (f"balance: input {self.input_rows:,} {sign} silver {self.kept:,} + quarantine "
+                f"{self.quarantined:,} + duplicates {self.duplicates:,}")
+
+
+def count_statuses(classified: DataFrame) -> tuple[int, int, int, dict[str, int]]:
+    """(kept, quarantined, duplicates, {reason: rows}) in one pass over the classified rows."""
+    rows = classified.groupBy("_status", "_reason").count().collect()
+    kept = sum(r["count"] for r in rows if r["_status"] == STATUS_OK)
+    dup = sum(r["count"] for r in rows if r["_status"] == STATUS_DUPLICATE)
+    reasons = {r["_reason"]: r["count"] for r in rows if r["_status"] == STATUS_QUARANTINE}
+    return kept, sum(reasons.values()), dup, dict(sorted(reasons.items(), key=lambda kv: -kv[1]))

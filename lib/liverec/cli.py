@@ -1,0 +1,147 @@
+"""``liverec``: run a stage, the whole pipeline, or the demo generator.
+
+    liverec run <stage> [--conf F] [--set k=v ...] [--ds YYYY-MM-DD] [stage options]
+    liverec pipeline    [--conf F] [--set k=v ...] [--ds YYYY-MM-DD] [--source demo ...]
+    liverec generate    [--conf F] [--set k=v ...] [--output DIR] [--events N]
+    liverec stages
+
+Problems the user can fix print one line, ``liverec <stage>: error: ...``, and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from liverec.errors import LiverecError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage, so every mistake is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise LiverecError(message)
+
+
+def _ds(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError as exc:
+        raise LiverecError(f"--ds must be a date YYYY-MM-DD, got '{text}'") from exc
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", help="config overlay file (default: conf/local.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--ds", type=_ds, default=dt.datetime.now(dt.UTC).date().isoformat(),
+                   help="run date, YYYY-MM-DD (default: today, UTC)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from liverec.stages import STAGES
+
+    parser = _Parser(prog="liverec", description="liverec: recommendations on Spark, Delta, MLflow")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run one stage")
+    stage_sub = run.add_subparsers(dest="stage", required=True, parser_class=_Parser)
+    for stage in STAGES.values():
+        sp = stage_sub.add_parser(stage.name, help=stage.help)
+        _common(sp)
+        stage.add_arguments(sp)
+    pipe = sub.add_parser("pipeline", help="run every stage in order (demo data by default)")
+    _common(pipe)
+    pipe.add_argument("--source", default="demo", help="ingest source for the first stage (default: demo)")
+    pipe.add_argument("--input", help="ingest input (default for demo: conf demo.output_dir)")
+    pipe.add_argument("--format", help="ingest input format")
+    pipe.add_argument("--items", help="ingest items file (with --source events)")
+    gen = sub.add_parser("generate", help="write the demo event log (with deliberate dirt)")
+    _common(gen)
+    from liverec.stages import _generate_args
+
+    _generate_args(gen)
+    sub.add_parser("stages", help="list the stages")
+    return parser
+
+
+def _run_stages(names: Sequence[str], args: argparse.Namespace, extra: dict[str, Any] | None = None) -> None:
+    import mlflow
+    from pyspark.sql import SparkSession
+
+    from liverec import tracking
+    from liverec.config import load_settings
+    from liverec.progress import Progress
+    from liverec.session import build_spark
+    from liverec.stages import STAGES, Context, run_generate
+
+    settings = load_settings(args.conf, args.set)
+    owned = SparkSession.getActiveSession() is None  # a caller's session (tests, notebooks) is left running
+    spark = build_spark(settings, names[0] if len(names) == 1 else "pipeline")
+    pipeline_id = uuid.uuid4().hex[:12]
+    try:
+        for name in names:
+            progress = Progress(name)
+            ctx = Context(spark, settings, args.ds, progress)
+            params = {k: v for k, v in vars(args).items() if k not in {"set", "conf", "ds", "command", "stage"}
+                      and v is not None}
+            with tracking.job_run(settings, name, args.ds, params) as run:
+                mlflow.set_tag("liverec.pipeline_id", pipeline_id)
+                if args.conf:
+                    mlflow.log_param("conf_file", args.conf)
+                for pair in args.set:
+                    mlflow.log_param(f"set.{pair.split('=', 1)[0]}"[:250], pair.split("=", 1)[-1][:500])
+                stage_run = run_generate if name == "generate" else STAGES[name].run
+                summary = stage_run(ctx, args)
+                mlflow.log_metrics({k: float(v) for k, v in {**summary, **progress.metrics}.items()
+                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                mlflow.log_dict({k: v for k, v in summary.items()}, f"{name}_summary.json")
+                progress.done()
+                progress.info(f"mlflow run {run.info.run_id}")
+    finally:
+        if owned:
+            spark.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    label = "liverec"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command == "stages":
+            from liverec.stages import PIPELINE, STAGES
+
+            for name in PIPELINE:
+                print(f"{name:10s} {STAGES[name].help}")
+            return 0
+        if args.command == "run":
+            label = f"liverec {args.stage}"
+            _run_stages([args.stage], args)
+        elif args.command == "generate":
+            label = "liverec generate"
+            _run_stages(["generate"], args)
+        else:
+            label = "liverec pipeline"
+            from liverec.stages import PIPELINE
+
+            _run_stages(PIPELINE, args)
+            from liverec.config import load_settings
+
+            settings = load_settings(args.conf, args.set)
+            print(f"[pipeline] tables under {settings.lakehouse_root}")
+    except LiverecError as exc:
+        print(f"{label}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_job(stage: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``jobs/<stage>.py`` under spark-submit or plain python."""
+    return main(["run", stage, *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""Readers that turn each supported source into bronze rows (all strings, raw identifiers).
+
+Each reader returns DataFrames with the bronze columns except the bookkeeping ones (row_id,
+ingested_at, ds, source), which :func:`to_bronze` adds. Readers check their input first and raise
+:class:`InputError` with one clear sentence: a missing path, an empty or binary file, or columns
+that are not the ones the format needs.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from liverec.errors import InputError
+
+CORRUPT = "_corrupt_record"
+EVENT_REQUIRED = ("user_id", "item_id", "event_type", "ts")
+EVENT_OPTIONAL = ("event_id", "value", "session_id", "price")
+ITEM_REQUIRED = ("item_id",)
+ITEM_OPTIONAL = ("title", "category", "description", "price")
+FORMATS = ("csv", "json", "parquet")
+SOURCES = ("events", "movielens", "online_retail", "edges", "demo")
+
+RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
+                  "CustomerID", "Country")
+# product stock codes are five digits with an optional letter suffix; POST, M, BANK CHARGES,
+# DOT, gift vouchers and the like are not products
+RETAIL_PRODUCT_CODE = r"^[0-9]{5}[A-Za-z]*$"
+EDGE_HEADER_WORDS = {"src", "dst", "source", "target", "from", "to", "user", "friend", "follower",
+                     "followee", "truster", "trustee", "weight", "user_id", "friend_id", "a", "b", "u", "v"}
+
+
+@dataclass
+class Ingested:
+    events: DataFrame | None = None
+    items: DataFrame | None = None
+    social: DataFrame | None = None
+
+
+# --------------------------------------------------------------------------- input checks
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> Path:
+    return Path(path[len("file://"):] if path.startswith("file://") else path)
+
+
+def data_files(path: str) -> list[Path]:
+    """The data files a local path stands for (a file, or the visible files of a folder)."""
+    p = _local(path)
+    if p.is_file():
+        return [p]
+    return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_")))
+
+
+def check_path(path: str, what: str = "input") -> None:
+    """Missing, empty and binary local inputs are errors before Spark reads anything."""
+    if not _is_local(path):
+        return  # object stores: Spark reports missing paths; see read_* for column checks
+    p = _local(path)
+    if not p.exists():
+        raise InputError(f"{what} path does not exist: {path}")
+    files = data_files(path)
+    if not files:
+        raise InputError(f"{what} folder has no data files: {path}")
+    if all(f.stat().st_size == 0 for f in files):
+        raise InputError(f"{what} is empty: {path}")
+    for f in files:
+        if f.suffix in {".parquet", ".gz", ".bz2", ".xz", ".snappy", ".zst"} or ".parquet" in f.name:
+            continue
+        with f.open("rb") as fh:
+            head = fh.read(8192)
+        if b"\x00" in head:
+            raise InputError(f"{what} is a binary file, not text: {f}")
+
+
+def detect_format(path: str, given: str | None) -> str:
+    if given:
+        if given not in FORMATS:
+            raise InputError(f"unknown format '{given}'; use one of {', '.join(FORMATS)}")
+        return given
+    names = [f.name for f in data_files(path)] if _is_local(path) else [path]
+    for name in names:
+        lower = name.lower()
+        if ".parquet" in lower:
+            return "parquet"
+        if lower.endswith((".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz")):
+            return "json"
+        if lower.endswith((".csv", ".tsv", ".txt", ".csv.gz")):
+            return "csv"
+    raise InputError(f"cannot tell the format of {path} from its name; pass --format csv|json|parquet")
+
+
+def _require(columns: list[str], required: tuple[str, ...], path: str, what: str) -> None:
+    missing = [c for c in required if c not in columns]
+    if missing:
+        shown = ", ".join(columns[:12]) or "none"
+        raise InputError(f"{what} {path} lacks required column(s) {', '.join(missing)} (it has: {shown})")
+
+
+def _not_empty(df: DataFrame, path: str, what: str) -> DataFrame:
+    if df.limit(1).count() == 0:
+        raise InputError(f"{what} has no data rows: {path}")
+    return df
+
+
+def read_table_file(spark: SparkSession, path: str, fmt: str | None, required: tuple[str, ...],
+                    optional: tuple[str, ...], what: str) -> DataFrame:
+    """Read a CSV/JSON-lines/Parquet file or folder as strings, malformed lines kept in ``raw_record``."""
+    check_path(path, what)
+    fmt = detect_format(path, fmt)
+    try:
+        if fmt == "parquet":
+            df = spark.read.parquet(path)
+            _require(df.columns, required, path, what)
+            keep = [c for c in (*required, *optional) if c in df.columns]
+            out = df.select([F.col(c).cast("string").alias(c) for c in keep]).withColumn(
+                "raw_record", F.lit(None).cast("string"))
+        else:
+            if fmt == "csv":
+                header = spark.read.option("header", True).csv(path).columns
+            else:
+                sample = spark.read.text(path).limit(2000)
+                header = spark.read.json(sample.rdd.map(lambda r: r.value)).columns
+            header = [c for c in header if c != CORRUPT]
+            _require(header, required, path, what)
+            schema = StructType([StructField(c, StringType()) for c in header] + [StructField(CORRUPT, StringType())])
+            reader = (spark.read.schema(schema).option("mode", "PERMISSIVE")
+                      .option("columnNameOfCorruptRecord", CORRUPT))
+            if fmt == "csv":
+                sep = "\t" if path.lower().endswith(".tsv") else ","
+                raw = reader.option("header", True).option("sep", sep).csv(path)
+            else:
+                raw = reader.json(path)
+            keep = [c for c in (*required, *optional) if c in header]
+            out = raw.select(*[F.col(c) for c in keep], F.col(CORRUPT).alias("raw_record"))
+    except InputError:
+        raise
+    except Exception as exc:  # Spark's own errors: name the file and the first line of the cause
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {what} {path} as {fmt}: {first}") from exc
+    for c in (*required, *optional):
+        if c not in out.columns:
+            out = out.withColumn(c, F.lit(None).cast("string"))
+    return _not_empty(out, path, what)
+
+
+# --------------------------------------------------------------------------- sources
+
+def _blank_to_null(c: Column) -> Column:
+    trimmed = F.trim(c)
+    return F.when(trimmed == "", None).otherwise(trimmed)
+
+
+def _with_input_file(df: DataFrame) -> DataFrame:
+    return df.withColumn("input_file", F.col("_metadata.file_path"))
+
+
+def read_generic_events(spark: SparkSession, path: str, fmt: str | None = None) -> DataFrame:
+    df = read_table_file(spark, path, fmt, EVENT_REQUIRED, EVENT_OPTIONAL, "events input")
+    df = _with_input_file(df)
+    cols = [_blank_to_null(F.col(c)).alias(c) for c in (*EVENT_REQUIRED, *EVENT_OPTIONAL)]
+    return df.select(*cols, F.lit(None).cast("string").alias("source_reject"), "raw_record", "input_file")
+
+
+def read_generic_items(spark: SparkSession, path: str, fmt: str | None = None) -> DataFrame:
+    df = read_table_file(spark, path, fmt, ITEM_REQUIRED, ITEM_OPTIONAL, "items input")
+    df = df.where(F.col("raw_record").isNull() & _blank_to_null(F.col("item_id")).isNotNull())
+    return df.select(*[_blank_to_null(F.col(c)).alias(c) for c in (*ITEM_REQUIRED, *ITEM_OPTIONAL)])
+
+
+def read_movielens(spark: SparkSession, path: str) -> Ingested:
+    """MovieLens 100K (``u.data``, ``u.item``) or "latest" (``ratings.csv``, ``movies.csv``, ``tags.csv``)."""
+    check_path(path, "MovieLens folder")
+    root = _local(path)
+    if (root / "u.data").is_file():
+        return _read_ml100k(spark, root)
+    if (root / "ratings.csv").is_file():
+        return _read_ml_latest(spark, root)
+    raise InputError(f"MovieLens folder {path} has neither u.data (100K) nor ratings.csv (latest)")
+
+
+def _read_ml100k(spark: SparkSession, root: Path) -> Ingested:
+    for name in ("u.data", "u.item"):
+        check_path(str(root / name), f"MovieLens {name}")
+    data_schema = StructType([StructField(c, StringType()) for c in ("user_id", "item_id", "value", "ts")]
+                             + [StructField(CORRUPT, StringType())])
+    raw = (spark.read.schema(data_schema).option("sep", "\t").option("mode", "PERMISSIVE")
+           .option("columnNameOfCorruptRecord", CORRUPT).csv(str(root / "u.data")))
+    events = _with_input_file(raw).select(
+        F.lit(None).cast("string").alias("event_id"), "user_id", "item_id",
+        F.lit("rating").alias("event_type"), "value", "ts",
+        F.lit(None).cast("string").alias("session_id"), F.lit(None).cast("string").alias("price"),
+        F.lit(None).cast("string").alias("source_reject"), F.col(CORRUPT).alias("raw_record"), "input_file")
+    _not_empty(events, str(root / "u.data"), "MovieLens u.data")
+
+    genres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+              "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+              "War", "Western"]
+    genre_file = root / "u.genre"
+    if genre_file.is_file():  # the names as the data set itself spells them
+        pairs = [ln.split("|") for ln in genre_file.read_text(encoding="latin-1").splitlines() if "|" in ln]
+        genres = [name for name, _ in sorted(pairs, key=lambda p: int(p[1]))]
+    item_cols = ["item_id", "title", "release_date", "video_date", "url"] + [f"g{i}" for i in range(len(genres))]
+    raw_items = (spark.read.schema(StructType([StructField(c, StringType()) for c in item_cols]))
+                 .option("sep", "|").option("encoding", "ISO-8859-1").csv(str(root / "u.item")))
+    category = F.concat_ws("|", *[F.when(F.col(f"g{i}") == "1", F.lit(g)) for i, g in enumerate(genres)])
+    items = raw_items.select(
+        "item_id", "title",
+        F.when(category == "", None).otherwise(category).alias("category"),
+        F.when(F.col("release_date").isNotNull(), F.concat(F.lit("Released "), F.col("release_date")))
+        .alias("description"),
+        F.lit(None).cast("string").alias("price"))
+    return Ingested(events=events, items=items)
+
+
+def _read_ml_latest(spark: SparkSession, root: Path) -> Ingested:
+    ratings = read_table_file(spark, str(root / "ratings.csv"), "csv", ("userId", "movieId", "rating", "timestamp"),
+                              (), "MovieLens ratings.csv")
+    events = _with_input_file(ratings).select(
+        F.lit(None).cast("string").alias("event_id"), F.col("userId").alias("user_id"),
+        F.col("movieId").alias("item_id"), F.lit("rating").alias("event_type"), F.col("rating").alias("value"),
+        F.col("timestamp").alias("ts"), F.lit(None).cast("string").alias("session_id"),
+        F.lit(None).cast("string").alias("price"), F.lit(None).cast("string").alias("source_reject"),
+        "raw_record", "input_file")
+    movies = read_table_file(spark, str(root / "movies.csv"), "csv", ("movieId", "title", "genres"), (),
+                             "MovieLens movies.csv").where(F.col("raw_record").isNull())
+    description = F.lit(None).cast("string")
+    if (root / "tags.csv").is_file():
+        tags = read_table_file(spark, str(root / "tags.csv"), "csv", ("userId", "movieId", "tag", "timestamp"), (),
+                               "MovieLens tags.csv").where(F.col("raw_record").isNull())
+        tag_text = tags.groupBy("movieId").agg(
+            F.concat_ws(", ", F.array_sort(F.collect_set(F.lower(F.trim("tag"))))).alias("tags"))
+        movies = movies.join(tag_text, "movieId", "left")
+        description = F.col("tags")
+    genres = F.when(F.col("genres") == "(no genres listed)", None).otherwise(F.col("genres"))
+    items = movies.select(F.col("movieId").alias("item_id"), "title", genres.alias("category"),
+                          description.alias("description"), F.lit(None).cast("string").alias("price"))
+    return Ingested(events=events, items=items)
+
+
+def _unpack_xz(path: Path, scratch: str) -> Path:
+    """Spark has no xz codec: unpack once into the scratch folder (reused while the source is unchanged)."""
+    target_dir = Path(scratch) / "unpacked"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    stat = path.stat()
+    target = target_dir / f"{path.name[:-3]}.{int(stat.st_mtime)}.{stat.st_size}"
+    if not target.is_file():
+        tmp = target.with_suffix(".tmp")
+        try:
+            with lzma.open(path) as src, tmp.open("wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 20)
+        except lzma.LZMAError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"{path} is not a valid .xz file: {exc}") from exc
+        os.replace(tmp, target)
+    return target
+
+
+def read_online_retail(spark: SparkSession, path: str, scratch: str) -> Ingested:
+    """UCI Online Retail: invoice lines as purchases, cancellations (InvoiceNo 'C...') as returns."""
+    check_path(path, "Online Retail input")
+    local = _local(path)
+    if local.suffix == ".xz":
+        local = _unpack_xz(local, scratch)
+    raw = read_table_file(spark, str(local), "csv", RETAIL_COLUMNS, (), "Online Retail input")
+    raw = _with_input_file(raw)
+    invoice = _blank_to_null(F.col("InvoiceNo"))
+    is_return = invoice.startswith("C")
+    quantity = F.col("Quantity").try_cast("double")
+    unit_price = F.col("UnitPrice").try_cast("double")
+    code = _blank_to_null(F.col("StockCode"))
+    parsed_ts = F.coalesce(F.expr("try_to_timestamp(InvoiceDate, 'yyyy-MM-dd HH:mm:ss')"),
+                           F.expr("try_to_timestamp(InvoiceDate, 'M/d/yyyy H:mm')"))
+    reject = (F.when(code.isNotNull() & ~code.rlike(RETAIL_PRODUCT_CODE), "non_product_code")
+              .when(unit_price.isNotNull() & (unit_price <= 0), "non_positive_price")
+              .when(~is_return & quantity.isNotNull() & (quantity <= 0), "non_positive_quantity"))
+    customer = F.regexp_replace(_blank_to_null(F.col("CustomerID")), r"\.0$", "")
+    events = raw.select(
+        F.lit(None).cast("string").alias("event_id"), customer.alias("user_id"), code.alias("item_id"),
+        F.when(is_return, "return").otherwise("purchase").alias("event_type"),
+        F.when(is_return, F.regexp_replace(F.trim("Quantity"), "^-", "")).otherwise(F.trim("Quantity"))
+        .alias("value"),
+        F.coalesce(F.date_format(parsed_ts, "yyyy-MM-dd'T'HH:mm:ss"), F.col("InvoiceDate")).alias("ts"),
+        invoice.alias("session_id"), F.trim("UnitPrice").alias("price"),
+        F.when(F.col("raw_record").isNull(), reject).alias("source_reject"), "raw_record", "input_file")
+    lines = raw.where(F.col("raw_record").isNull() & code.isNotNull())
+    items = (lines.withColumn("desc", _blank_to_null(F.col("Description")))
+             .groupBy(code.alias("item_id"))
+             .agg(F.mode("desc").alias("title"), F.percentile_approx(unit_price, 0.5).alias("p")))
+    items = items.select("item_id", "title", F.lit(None).cast("string").alias("category"),
+                         F.col("title").alias("description"), F.col("p").cast("string").alias("price"))
+    return Ingested(events=events, items=items)
+
+
+def read_edges(spark: SparkSession, path: str) -> DataFrame:
+    """``a b [weight]`` per line, whitespace or tab separated, with or without a header line."""
+    check_path(path, "edges input")
+    lines = spark.read.text(path).select(F.trim("value").alias("line")).where(F.col("line") != "")
+    first = lines.first()
+    if first is None:
+        raise InputError(f"edges input has no data rows: {path}")
+    tokens = first["line"].split()
+    has_header = bool({t.lower() for t in tokens} & EDGE_HEADER_WORDS) or (
+        len(tokens) == 3 and not _is_number(tokens[2]))
+    if has_header:
+        lines = lines.where(F.col("line") != first["line"])
+    parts = F.split(F.col("line"), r"\s+")
+    n = F.size(parts)
+    weight = parts.getItem(2)
+    ok = (n == 2) | ((n == 3) & weight.try_cast("double").isNotNull())
+    return lines.select(
+        F.when(ok, parts.getItem(0)).alias("src"), F.when(ok, parts.getItem(1)).alias("dst"),
+        F.when(ok, F.when(n == 3, weight).otherwise(F.lit("1"))).alias("weight"),
+        F.when(~ok, F.col("line")).alias("raw_record"))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def to_bronze(df: DataFrame, ds: str, source: str) -> DataFrame:
+    """Add the bookkeeping columns every bronze table carries."""
+    out = df.withColumn("ingested_at", F.current_timestamp()).withColumn("ds", F.lit(ds)).withColumn(
+        "source", F.lit(source))
+    if "raw_record" in df.columns and "event_type" in df.columns:
+        out = out.withColumn("row_id", F.monotonically_increasing_id())
+    return out

@@ -1,0 +1,78 @@
+"""Reading and writing the Delta tables named in :mod:`liverec.tables`, with their schemas."""
+
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from liverec import schemas, tables
+from liverec.config import Settings
+
+
+def conform(df: DataFrame, table: str) -> DataFrame:
+    """Select the table's columns in order, cast to its types; a missing column is a bug, so it raises."""
+    schema = schemas.SCHEMAS[table]
+    missing = [f.name for f in schema.fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"{table}: DataFrame lacks columns {missing}")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+def exists(spark: SparkSession, settings: Settings, table: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, tables.table_path(settings, table))
+
+
+def read(spark: SparkSession, settings: Settings, table: str, version: int | None = None) -> DataFrame:
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(tables.table_path(settings, table))
+
+
+def read_or_empty(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
+    if exists(spark, settings, table):
+        return read(spark, settings, table)
+    return spark.createDataFrame([], schemas.SCHEMAS[table])
+
+
+def version(spark: SparkSession, settings: Settings, table: str) -> int | None:
+    """The table's latest Delta version, or None when it does not exist yet."""
+    if not exists(spark, settings, table):
+        return None
+    return DeltaTable.forPath(spark, tables.table_path(settings, table)).history(1).collect()[0]["version"]
+
+
+def _predicate(partition: dict[str, str]) -> str:
+    def quote(v: str) -> str:
+        return "'" + v.replace("'", "''") + "'"
+
+    return " AND ".join(f"{k} = {quote(v)}" for k, v in partition.items())
+
+
+def overwrite_partition(
+    spark: SparkSession, settings: Settings, table: str, df: DataFrame, partition: dict[str, str]
+) -> int:
+    """Replace exactly the rows of ``partition`` (e.g. one ds) in one Delta transaction.
+
+    Rows of other partitions are untouched, so rerunning a date replaces that date alone. Returns the
+    new table version.
+    """
+    data = conform(df, table)
+    for key, value in partition.items():
+        data = data.where(F.col(key) == value)  # never let a row escape its partition
+    writer = data.write.format("delta").partitionBy(*tables.PARTITIONS[table])
+    path = tables.table_path(settings, table)
+    if exists(spark, settings, table):
+        writer.mode("overwrite").option("replaceWhere", _predicate(partition)).save(path)
+    else:
+        writer.mode("append").save(path)
+    return version(spark, settings, table)  # type: ignore[return-value]
+
+
+def count_partition(spark: SparkSession, settings: Settings, table: str, partition: dict[str, str],
+                    version_: int | None = None) -> int:
+    df = read(spark, settings, table, version_)
+    for key, value in partition.items():
+        df = df.where(F.col(key) == value)
+    return df.count()

@@ -1,0 +1,142 @@
+"""Row-level rules of the clean stage, on tiny bronze frames built here."""
+
+import datetime as dt
+import hashlib
+import hmac
+
+import pytest
+from liverec import cleaning, schemas
+from liverec.config import load_settings
+from liverec.errors import ConfigError
+from pyspark.sql import functions as F
+
+DS = "2024-03-10"
+COLS = ["event_id", "user_id", "item_id", "event_type", "value", "ts", "session_id", "price", "source_reject",
+        "raw_record"]
+
+
+def bronze(spark, rows):
+    """rows: dicts with any of COLS; row_id is the position."""
+    now = dt.datetime(2024, 3, 10, 12, 0, 0)
+    data = [(i, *[r.get(c) for c in COLS], "test.csv", now, DS, "test") for i, r in enumerate(rows)]
+    return spark.createDataFrame(data, schemas.BRONZE_EVENTS)
+
+
+def ok(**kw):
+    base = {"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": "1710000000"}
+    base.update(kw)
+    return base
+
+
+@pytest.fixture
+def conf(settings):
+    return settings
+
+
+def classify(spark, settings, rows, others=None):
+    out = cleaning.classify(bronze(spark, rows), settings, DS, others)
+    return {r["row_id"]: (r["_status"], r["_reason"]) for r in out.collect()}
+
+
+def test_each_rule_names_its_reason(spark, conf):
+    rows = [
+        ok(),
+        ok(raw_record="garbage,line"),
+        ok(user_id=None),
+        ok(user_id="  "),
+        ok(item_id=None),
+        ok(source_reject="non_product_code"),
+        ok(event_type=None),
+        ok(ts=None),
+        ok(ts="yesterday-ish"),
+        ok(ts="1990-01-01T00:00:00"),
+        ok(ts="2031-01-01T00:00:00Z"),
+        ok(event_type="teleport"),
+        ok(value="lots"),
+        ok(price="cheap"),
+        ok(value="999999"),
+        ok(value="NaN"),
+        ok(event_type=" Purchase ", value="2", ts="2024-03-09 10:00:00"),
+    ]
+    got = classify(spark, conf, rows)
+    expected = [None, "malformed", "missing_user_id", "missing_user_id", "missing_item_id", "non_product_code",
+                "missing_event_type", "missing_ts", "bad_ts", "ts_too_old", "future_ts", "unknown_event_type",
+                "non_numeric_value", "non_numeric_price", "value_out_of_range", "non_numeric_value", None]
+    for i, reason in enumerate(expected):
+        status = cleaning.STATUS_OK if reason is None else cleaning.STATUS_QUARANTINE
+        assert got[i] == (status, reason), (i, rows[i], got[i])
+
+
+def test_first_failing_rule_wins(spark, conf):
+    got = classify(spark, conf, [ok(user_id=None, source_reject="non_product_code", ts="bad")])
+    assert got[0] == (cleaning.STATUS_QUARANTINE, "missing_user_id")
+
+
+def test_duplicates_by_event_id_and_by_content(spark, conf):
+    rows = [ok(event_id="e1"), ok(event_id="e1", item_id="other"), ok(), ok(), ok(value="3")]
+    got = classify(spark, conf, rows)
+    assert [got[i][0] for i in range(5)] == ["ok", "duplicate", "ok", "duplicate", "ok"]
+
+
+def test_duplicates_of_rows_kept_on_other_dates(spark, conf):
+    others = spark.createDataFrame([("e9",)], "event_id string")
+    got = classify(spark, conf, [ok(event_id="e9"), ok(event_id="e10")], others)
+    assert got[0][0] == "duplicate" and got[1][0] == "ok"
+
+
+def test_invalid_copies_are_quarantined_not_deduplicated(spark, conf):
+    got = classify(spark, conf, [ok(event_id="e1", user_id=None), ok(event_id="e1", user_id=None)])
+    assert got[0] == got[1] == ("quarantine", "missing_user_id")
+
+
+def test_bot_rate_rule_and_baskets(spark, conf):
+    t0 = 1710000000 - 1710000000 % 60
+    bot = [ok(user_id="bot", item_id=f"i{k}", ts=str(t0 + k)) for k in range(50)]  # 50 actions in a minute
+    basket = [ok(user_id="shop", item_id=f"i{k}", event_type="purchase", ts=str(t0)) for k in range(200)]
+    human = [ok(user_id="human", item_id=f"i{k}", ts=str(t0 + 2 * k)) for k in range(25)]
+    got = classify(spark, conf, bot + basket + human)
+    statuses = list(got.values())
+    assert statuses.count(("quarantine", "bot_user")) == 50
+    assert statuses.count(("ok", None)) == 225
+
+
+def test_bot_daily_rule(spark, settings_factory):
+    s = settings_factory("clean.bot_max_actions_per_day=10")
+    t0 = 1710000000
+    rows = [ok(user_id="u", item_id=f"i{k}", ts=str(t0 + 300 * k)) for k in range(11)]
+    assert set(classify(spark, s, rows).values()) == {("quarantine", "bot_user")}
+
+
+def test_parse_ts_formats(spark):
+    df = spark.createDataFrame([("1710000000",), ("1710000000500",), ("2024-03-09T16:00:00Z",),
+                                ("2024-03-09 16:00:00",), ("2024-03-09T17:00:00+01:00",), ("nope",)], "ts string")
+    got = [r[0] for r in df.select(cleaning.parse_ts(F.col("ts"))).collect()]
+    assert got[0] == dt.datetime(2024, 3, 9, 16, 0, 0)
+    assert got[1] == dt.datetime(2024, 3, 9, 16, 0, 0, 500000)
+    assert got[2] == got[3] == got[4] == dt.datetime(2024, 3, 9, 16, 0, 0)
+    assert got[5] is None
+
+
+def test_pseudonym_is_hmac_sha256(spark):
+    key = b"k" * 80  # longer than a block: hashed first, as RFC 2104 says
+    df = spark.createDataFrame([("alice",), (None,), ("bob",)], "u string")
+    got = [r[0] for r in df.select(cleaning.pseudonymise(F.col("u"), key)).collect()]
+    assert got[0] == hmac.new(key, b"alice", hashlib.sha256).hexdigest()
+    assert got[1] is None
+    assert got[2] == cleaning.pseudonymise_value("bob", key)
+
+
+def test_key_required_outside_demo_mode(monkeypatch):
+    monkeypatch.delenv("LIVEREC_ID_KEY", raising=False)
+    with pytest.raises(ConfigError, match="LIVEREC_ID_KEY is not set"):
+        cleaning.id_key(load_settings())
+    assert cleaning.id_key(load_settings(overrides=["demo_mode=true"])) == b"liverec-demo-key-not-secret"
+    monkeypatch.setenv("LIVEREC_ID_KEY", "s3cret")
+    assert cleaning.id_key(load_settings()) == b"s3cret"
+
+
+def test_balance_detects_loss():
+    b = cleaning.Balance(10, 5, 3, 1, {"malformed": 3})
+    assert not b.holds and "!=" in b.line()
+    assert cleaning.Balance(9, 5, 3, 1, {"malformed": 3}).holds
+    assert not cleaning.Balance(9, 5, 3, 1, {"malformed": 2}).holds

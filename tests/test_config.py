@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+from liverec.config import as_flat_dict, load_settings
+from liverec.errors import ConfigError
+
+
+def test_defaults_from_base_and_local(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s = load_settings()
+    assert s.spark.master == "local[*]"
+    assert Path(s.lakehouse_root).is_absolute() and s.lakehouse_root.endswith("lakehouse")
+    assert s.tracking_uri().startswith("sqlite:////") and s.tracking_uri().endswith("mlflow.db")
+    assert s.clean.event_weights["purchase"] > s.clean.event_weights["view"]
+
+
+def test_set_overrides_are_typed():
+    s = load_settings(overrides=["spark.shuffle_partitions=3", "clean.max_abs_value=5", "demo_mode=true",
+                                 "clean.event_weights.hover=0.1", "spark.conf.spark.sql.adaptive.enabled=false"])
+    assert s.spark.shuffle_partitions == 3
+    assert s.clean.max_abs_value == 5.0 and isinstance(s.clean.max_abs_value, float)
+    assert s.demo_mode is True
+    assert s.clean.event_weights["hover"] == 0.1
+    assert s.spark.conf == {"spark.sql.adaptive.enabled": "false"}
+
+
+@pytest.mark.parametrize("override, words", [
+    ("spark.shuffle_partition=3", "unknown config key 'spark.shuffle_partition'"),
+    ("nonsense=1", "unknown config key 'nonsense'"),
+    ("spark.shuffle_partitions=many", "'spark.shuffle_partitions' must be an integer"),
+    ("demo_mode=maybe", "'demo_mode' must be true or false"),
+    ("clean.event_weights.view=heavy", "'clean.event_weights.view' must be a number"),
+    ("spark=local", "'spark' must be a section"),
+    ("noequals", "--set expects key=value"),
+])
+def test_bad_overrides_are_clear_errors(override, words):
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("(", r"\(")):
+        load_settings(overrides=[override])
+
+
+def test_conf_file_overlay_and_unknown_key(tmp_path):
+    good = tmp_path / "c.yaml"
+    good.write_text("lakehouse_root: s3a://bucket/lake\nspark:\n  master: yarn\n")
+    s = load_settings(str(good))
+    assert s.lakehouse_root == "s3a://bucket/lake" and s.spark.master == "yarn"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spark:\n  mastr: yarn\n")
+    with pytest.raises(ConfigError, match="unknown config key 'spark.mastr'"):
+        load_settings(str(bad))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(str(tmp_path / "missing.yaml"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spark: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(str(broken))
+
+
+def test_mlflow_env_wins(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert load_settings().tracking_uri() == "http://tracking.example:5000"
+
+
+def test_cluster_example_loads():
+    s = load_settings(str(Path(__file__).resolve().parents[1] / "conf" / "cluster.example.yaml"))
+    assert s.lakehouse_root.startswith("s3a://")
+    assert "spark.jars.packages" in s.spark.conf
+    flat = as_flat_dict(s)
+    assert flat["spark.master"] == "yarn" and "clean.min_ts" in flat
