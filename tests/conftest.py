@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from liverec.config import Settings, load_settings
 from liverec.session import build_spark
 

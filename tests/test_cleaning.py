@@ -5,10 +5,11 @@ import hashlib
 import hmac
 
 import pytest
+from pyspark.sql import functions as F
+
 from liverec import cleaning, schemas
 from liverec.config import load_settings
 from liverec.errors import ConfigError
-from pyspark.sql import functions as F
 
 DS = "2024-03-10"
 COLS = ["event_id", "user_id", "item_id", "event_type", "value", "ts", "session_id", "price", "source_reject",

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from liverec.config import as_flat_dict, load_settings
 from liverec.errors import ConfigError
 

@@ -108,6 +108,8 @@ def _run_stages(names: Sequence[str], args: argparse.Namespace, extra: dict[str,
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     label = "liverec"
+    if argv and argv[0] in {"run", "pipeline", "generate"}:
+        label = f"liverec {argv[1]}" if argv[0] == "run" and len(argv) > 1 else f"liverec {argv[0]}"
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -316,10 +316,10 @@ def read_edges(spark: SparkSession, path: str) -> DataFrame:
         lines = lines.where(F.col("line") != first["line"])
     parts = F.split(F.col("line"), r"\s+")
     n = F.size(parts)
-    weight = parts.getItem(2)
+    weight = F.get(parts, F.lit(2))
     ok = (n == 2) | ((n == 3) & weight.try_cast("double").isNotNull())
     return lines.select(
-        F.when(ok, parts.getItem(0)).alias("src"), F.when(ok, parts.getItem(1)).alias("dst"),
+        F.when(ok, F.get(parts, F.lit(0))).alias("src"), F.when(ok, F.get(parts, F.lit(1))).alias("dst"),
         F.when(ok, F.when(n == 3, weight).otherwise(F.lit("1"))).alias("weight"),
         F.when(~ok, F.col("line")).alias("raw_record"))
 

@@ -43,6 +43,8 @@ def build_spark(settings: Settings, stage: str = "") -> SparkSession:
         .config("spark.sql.warehouse.dir", str(Path(settings.scratch_dir) / "warehouse"))
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.scratch_dir}")
+        # a CSV line with the wrong number of fields is malformed even when a query reads only some columns
+        .config("spark.sql.csv.parser.columnPruning.enabled", "false")
         # Delta: replaceWhere on partition columns and schema checks on every write
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
     )

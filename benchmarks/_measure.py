@@ -1,0 +1,55 @@
+"""Helpers for benchmarks: run a command and sample the peak memory of its whole process tree."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    mem = psutil.virtual_memory().total / 2**30
+    return f"{psutil.cpu_count(logical=True)} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.machine()}"
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> dict[str, float]:
+    """Run ``cmd``; return wall seconds and the peak summed RSS (GiB) of it and all its children."""
+    start = time.monotonic()
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak = max(peak, total)
+            except psutil.Error:
+                pass
+            stop.wait(0.25)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    rc = proc.wait()
+    stop.set()
+    t.join()
+    if log:
+        out.close()
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {rc}" + (f"; see {log}" if log else ""))
+    return {"seconds": time.monotonic() - start, "peak_rss_gib": peak / 2**30}

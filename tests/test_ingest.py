@@ -1,0 +1,112 @@
+"""Ingest readers and the ingest stage's handling of bad input, through the real CLI entry point."""
+
+import json
+
+import pytest
+from pyspark.sql import functions as F
+
+from liverec import ingest, lakehouse, tables
+from liverec.cli import main
+from tests.conftest import cli_args
+
+
+def run_cli(settings, *args):
+    return main(["run", *args[:1], *cli_args(settings), "--ds", "2024-03-10", *args[1:]])
+
+
+EVENTS_CSV = (
+    "user_id,item_id,event_type,ts,value,session_id,extra\n"
+    "alice,i1,view,1710000000,,s1,x\n"
+    "bob,i2,purchase,2024-03-09T10:00:00Z,2,s2,y\n"
+    "broken line without commas\n"
+)
+
+
+def test_generic_csv_json_parquet(spark, tmp_path):
+    csv = tmp_path / "e.csv"
+    csv.write_text(EVENTS_CSV)
+    df = ingest.read_generic_events(spark, str(csv))
+    rows = df.orderBy("user_id").collect()
+    assert len(rows) == 3
+    assert [r["raw_record"] is not None for r in rows].count(True) == 1
+    assert {r["user_id"] for r in rows if r["raw_record"] is None} == {"alice", "bob"}
+    assert "extra" not in df.columns and df.where(F.col("event_id").isNotNull()).count() == 0
+
+    js = tmp_path / "e.jsonl"
+    js.write_text(json.dumps({"user_id": 7, "item_id": "i1", "event_type": "click", "ts": 1710000000,
+                              "value": 1.5, "event_id": "x1"}) + "\n{not json\n")
+    jrows = ingest.read_generic_events(spark, str(js)).collect()
+    assert len(jrows) == 2
+    good = [r for r in jrows if r["raw_record"] is None][0]
+    assert (good["user_id"], good["value"], good["ts"], good["event_id"]) == ("7", "1.5", "1710000000", "x1")
+
+    pq = tmp_path / "e.parquet"
+    spark.createDataFrame([(1, "i1", "view", 1710000000)], "user_id int, item_id string, event_type string, ts long") \
+        .write.parquet(str(pq))
+    prow = ingest.read_generic_events(spark, str(pq)).collect()[0]
+    assert (prow["user_id"], prow["ts"], prow["raw_record"]) == ("1", "1710000000", None)
+
+
+def test_edges_with_and_without_header(spark, tmp_path):
+    plain = tmp_path / "trust.txt"
+    plain.write_text("1 2 1\n2\t3\n\n3 4 0.5\nonly-one-token\n")
+    rows = ingest.read_edges(spark, str(plain)).collect()
+    good = sorted((r["src"], r["dst"], r["weight"]) for r in rows if r["raw_record"] is None)
+    assert good == [("1", "2", "1"), ("2", "3", "1"), ("3", "4", "0.5")]
+    assert [r["raw_record"] for r in rows if r["raw_record"]] == ["only-one-token"]
+    headed = tmp_path / "friends.tsv"
+    headed.write_text("user\tfriend\nu1\tu2\n")
+    assert [(r["src"], r["dst"]) for r in ingest.read_edges(spark, str(headed)).collect()] == [("u1", "u2")]
+
+
+def test_ingest_events_stage_is_idempotent_per_ds(spark, settings, tmp_path):
+    csv = tmp_path / "e.csv"
+    csv.write_text(EVENTS_CSV)
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,category\ni1,Red mug,kitchen\ni2,Blue pot,kitchen\n")
+    for _ in range(2):
+        assert run_cli(settings, "ingest", "--source", "events", "--input", str(csv), "--items", str(items)) == 0
+    events = lakehouse.read(spark, settings, tables.BRONZE_EVENTS)
+    assert events.count() == 3  # the rerun replaced the date, not appended to it
+    assert lakehouse.version(spark, settings, tables.BRONZE_EVENTS) == 1
+    assert lakehouse.read(spark, settings, tables.BRONZE_ITEMS).count() == 2
+    assert events.select("row_id").distinct().count() == 3
+
+
+@pytest.mark.parametrize("case", ["missing", "unknown_source", "wrong_columns", "empty", "binary", "header_only",
+                                  "no_input"])
+def test_bad_input_is_one_clear_line_and_no_new_version(spark, settings, tmp_path, capsys, case):
+    good = tmp_path / "good.csv"
+    good.write_text(EVENTS_CSV)
+    assert run_cli(settings, "ingest", "--source", "events", "--input", str(good)) == 0
+    before = lakehouse.version(spark, settings, tables.BRONZE_EVENTS)
+    capsys.readouterr()
+
+    path = tmp_path / "bad.csv"
+    args = ["ingest", "--source", "events", "--input", str(path)]
+    if case == "missing":
+        expected = "does not exist"
+    elif case == "unknown_source":
+        path.write_text(EVENTS_CSV)
+        args[2] = "weblogs"
+        expected = "invalid choice: 'weblogs'"
+    elif case == "wrong_columns":
+        path.write_text("customer,product,when\n1,2,3\n")
+        expected = "lacks required column(s) user_id, item_id, event_type, ts"
+    elif case == "empty":
+        path.write_text("")
+        expected = "is empty"
+    elif case == "binary":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+        expected = "binary file"
+    elif case == "header_only":
+        path.write_text("user_id,item_id,event_type,ts\n")
+        expected = "has no data rows"
+    else:
+        args = ["ingest", "--source", "movielens"]
+        expected = "--input is required"
+    assert run_cli(settings, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("liverec ") and "error:" in err[0] and expected in err[0], err
+    assert lakehouse.version(spark, settings, tables.BRONZE_EVENTS) == before

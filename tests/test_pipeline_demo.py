@@ -1,0 +1,115 @@
+"""End to end on generated data: the dirt the generator put in is exactly what cleaning takes out."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable, QueryBuilder
+from pyspark.sql import functions as F
+
+from liverec import lakehouse, tables
+from liverec.cli import main
+from tests.conftest import REPO, cli_args
+
+DS = "2026-11-02"
+SMALL = ["--set", "demo.events=20000", "--set", "demo.users=400", "--set", "demo.items=300"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, spark):
+    from tests.conftest import settings_for
+
+    root = tmp_path_factory.mktemp("demo")
+    settings = settings_for(root)
+    assert main(["generate", *cli_args(settings), *SMALL]) == 0
+    manifest = json.loads((Path(settings.demo.output_dir) / "manifest.json").read_text())
+    assert main(["run", "ingest", *cli_args(settings), "--ds", DS, "--source", "demo"]) == 0
+    assert main(["run", "clean", *cli_args(settings), "--ds", DS]) == 0
+    return settings, manifest
+
+
+def test_quarantine_matches_the_generated_dirt(spark, demo_run):
+    settings, manifest = demo_run
+    dirt = manifest["dirt"]
+    q = lakehouse.read(spark, settings, tables.SILVER_QUARANTINE).where(F.col("ds") == DS)
+    reasons = {r["reason"]: r["count"] for r in q.groupBy("reason").count().collect()}
+    assert reasons == {
+        "malformed": dirt["malformed"], "missing_user_id": dirt["null_user_id"], "future_ts": dirt["future_ts"],
+        "unknown_event_type": dirt["unknown_event_type"], "non_numeric_value": dirt["non_numeric_value"],
+        "bot_user": dirt["bot_events"],
+    }
+    assert all(v > 0 for v in reasons.values())
+    silver = lakehouse.read(spark, settings, tables.SILVER_EVENTS).where(F.col("ds") == DS)
+    assert silver.count() == manifest["clean_events"]
+    bronze = lakehouse.read(spark, settings, tables.BRONZE_EVENTS).where(F.col("ds") == DS).count()
+    assert bronze == manifest["rows_written"]
+    assert bronze == silver.count() + q.count() + dirt["duplicate"]  # nothing lost
+
+
+def test_no_raw_user_ids_past_bronze(spark, demo_run):
+    settings, _ = demo_run
+    for table in (tables.SILVER_EVENTS, tables.SILVER_QUARANTINE):
+        df = lakehouse.read(spark, settings, table).where(F.col("user_id").isNotNull())
+        assert df.where(~F.col("user_id").rlike("^[0-9a-f]{64}$")).count() == 0, table
+    raw = lakehouse.read(spark, settings, tables.BRONZE_EVENTS).where(F.col("user_id").rlike("^(u|bot)[0-9]+$"))
+    assert raw.count() > 0  # bronze does keep them
+
+
+def test_rerun_of_a_date_replaces_it_and_other_dates_dedupe(spark, demo_run, capsys):
+    settings, manifest = demo_run
+    v0 = lakehouse.version(spark, settings, tables.SILVER_EVENTS)
+    assert main(["run", "clean", *cli_args(settings), "--ds", DS]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"balance: input [\d,]+ = silver [\d,]+ \+ quarantine [\d,]+ \+ duplicates [\d,]+", out)
+    assert lakehouse.version(spark, settings, tables.SILVER_EVENTS) == v0 + 1
+    silver = lakehouse.read(spark, settings, tables.SILVER_EVENTS)
+    assert silver.where(F.col("ds") == DS).count() == manifest["clean_events"]
+
+    # the same log landing again under another date: every valid event is a duplicate of a kept row
+    other = "2026-11-03"
+    assert main(["run", "ingest", *cli_args(settings), "--ds", other, "--source", "demo"]) == 0
+    assert main(["run", "clean", *cli_args(settings), "--ds", other]) == 0
+    silver = lakehouse.read(spark, settings, tables.SILVER_EVENTS)
+    assert silver.where(F.col("ds") == other).count() == 0
+    assert silver.where(F.col("ds") == DS).count() == manifest["clean_events"]
+
+
+def test_tables_are_delta_for_spark_and_for_deltalake(spark, demo_run):
+    settings, manifest = demo_run
+    for table in tables.ALL_TABLES:
+        path = tables.table_path(settings, table)
+        n_spark = spark.read.format("delta").load(path).count()
+        dt = DeltaTable(path)
+        result = QueryBuilder().register("t", dt).execute("select count(*) as n from t").read_all()
+        assert result["n"].to_pylist() == [n_spark], table
+    assert DeltaTable(tables.table_path(settings, tables.SILVER_EVENTS)).metadata().partition_columns == ["ds"]
+
+
+@pytest.mark.slow
+def test_spark_submit_and_python_entry_points(tmp_path):
+    """The jobs run as real spark-submit applications (and as plain python scripts)."""
+    from tests.conftest import settings_for
+
+    settings = settings_for(tmp_path)
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable}
+    common = [*cli_args(settings), "--ds", DS]
+    submit = [os.path.join(venv_bin, "spark-submit"), "--master", "local[2]", "--driver-memory", "2g"]
+    ingest = subprocess.run([*submit, str(REPO / "jobs" / "ingest.py"), *common, "--source", "demo",
+                             "--set", "demo.events=5000", "--set", "demo.users=200"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    assert "[ingest] write bronze.events:" in ingest.stdout
+    clean = subprocess.run([sys.executable, str(REPO / "jobs" / "clean_events.py"), *common],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    assert "[clean] balance: input" in clean.stdout and " = silver " in clean.stdout
+    bad = subprocess.run([*submit, str(REPO / "jobs" / "ingest.py"), *common, "--source", "events", "--input",
+                          str(tmp_path / "nope.csv")], env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2
+    # spark-submit merges the Python driver's stderr into its stdout
+    assert "liverec ingest: error: events input path does not exist" in bad.stdout + bad.stderr

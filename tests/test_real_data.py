@@ -1,0 +1,70 @@
+"""Ingest + clean on the real reference data sets in ../shared/data (skipped where absent)."""
+
+import csv
+import io
+import lzma
+import re
+
+import pytest
+from pyspark.sql import functions as F
+
+from liverec import lakehouse, tables
+from liverec.cli import main
+from liverec.ingest import RETAIL_PRODUCT_CODE
+from tests.conftest import cli_args, shared
+
+DS = "2024-01-15"
+
+
+@pytest.mark.slow
+def test_movielens_100k(spark, settings, capsys):
+    data = shared("ml-100k")
+    assert main(["run", "ingest", *cli_args(settings), "--ds", DS, "--source", "movielens", "--input", str(data)]) == 0
+    assert main(["run", "clean", *cli_args(settings), "--ds", DS]) == 0
+    assert "balance: input 100,000 = silver 100,000 + quarantine 0 + duplicates 0" in capsys.readouterr().out
+    silver = lakehouse.read(spark, settings, tables.SILVER_EVENTS)
+    row = silver.agg(F.count("*").alias("n"), F.countDistinct("user_id").alias("users"),
+                     F.countDistinct("item_id").alias("items"), F.min("value").alias("lo"),
+                     F.max("value").alias("hi")).collect()[0]
+    assert (row["n"], row["users"], row["items"], row["lo"], row["hi"]) == (100_000, 943, 1_682, 1.0, 5.0)
+    items = lakehouse.read(spark, settings, tables.BRONZE_ITEMS)
+    assert items.count() == 1_682
+    star_wars = items.where(F.col("title") == "Star Wars (1977)").collect()[0]
+    assert set(star_wars["category"].split("|")) == {"Action", "Adventure", "Romance", "Sci-Fi", "War"}
+
+
+def _retail_expectations(path):
+    with lzma.open(path, "rt", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(io.StringIO(fh.read())))
+    product = re.compile(RETAIL_PRODUCT_CODE)
+    no_customer = sum(1 for r in rows if not r["CustomerID"].strip())
+    non_product = sum(1 for r in rows if r["CustomerID"].strip() and not product.match(r["StockCode"]))
+    return_invoices = {r["InvoiceNo"] for r in rows if r["InvoiceNo"].startswith("C") and r["CustomerID"].strip()
+                       and product.match(r["StockCode"]) and float(r["UnitPrice"]) > 0
+                       and abs(float(r["Quantity"])) <= 10_000}
+    return len(rows), no_customer, non_product, return_invoices
+
+
+@pytest.mark.slow
+def test_uci_online_retail(spark, settings, capsys):
+    path = shared("uci-online-retail", "online_retail.csv.xz")
+    n_rows, no_customer, non_product, return_invoices = _retail_expectations(path)
+    assert (n_rows, no_customer) == (541_909, 135_080)
+    assert main(["run", "ingest", *cli_args(settings), "--ds", DS, "--source", "online_retail",
+                 "--input", str(path)]) == 0
+    assert main(["run", "clean", *cli_args(settings), "--ds", DS]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"balance: input 541,909 = silver [\d,]+ \+ quarantine [\d,]+ \+ duplicates [\d,]+", out), out
+
+    q = lakehouse.read(spark, settings, tables.SILVER_QUARANTINE)
+    reasons = {r["reason"]: r["count"] for r in q.groupBy("reason").count().collect()}
+    assert reasons["missing_user_id"] == 135_080
+    assert reasons["non_product_code"] == non_product
+    assert q.where((F.col("reason") == "non_product_code") & F.col("item_id").isin("POST", "M", "BANK CHARGES")) \
+        .select("item_id").distinct().count() == 3
+
+    silver = lakehouse.read(spark, settings, tables.SILVER_EVENTS)
+    returns = silver.where(F.col("event_type") == "return")
+    assert returns.where(~F.col("session_id").startswith("C")).count() == 0
+    assert {r[0] for r in returns.select("session_id").distinct().collect()} == return_invoices
+    assert silver.where(F.col("event_type") == "purchase").count() > 350_000
