@@ -45,8 +45,12 @@ test-fast: setup scratch
 lint: setup
 	$(BIN)/ruff check lib jobs tests benchmarks airflow_dags
 
+# every benchmark; each writes benchmarks/results/<name>.{json,md} (they take tens of minutes on 2 cores)
 benchmark: setup scratch
-	$(RUN_ENV) $(BIN)/python benchmarks/ingest_clean_throughput.py
+	$(PIP) install -q -c requirements/constraints.txt -e '.[bench]'
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ingest_clean_throughput.py
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ml100k_als.py --with-implicit
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python pipeline_stages.py --dataset both
 
 clean-scratch:
 	rm -rf .liverec lakehouse demo_data

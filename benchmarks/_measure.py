@@ -53,3 +53,12 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | 
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited with {rc}" + (f"; see {log}" if log else ""))
     return {"seconds": time.monotonic() - start, "peak_rss_gib": peak / 2**30}
+
+
+def isolated_args(work: Path, driver_memory: str) -> list[str]:
+    """--set options that keep a benchmark's tables, scratch and MLflow store under ``work``."""
+    return ["--set", f"lakehouse_root={work / 'lakehouse'}", "--set", f"scratch_dir={work / 'scratch'}",
+            "--set", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+            "--set", f"mlflow.artifact_root={work / 'mlartifacts'}", "--set", "demo_mode=true",
+            "--set", f"demo.output_dir={work / 'demo'}", "--set", f"evaluate.report_dir={work / 'reports'}",
+            "--set", f"spark.driver_memory={driver_memory}"]

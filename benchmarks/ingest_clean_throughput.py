@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from _measure import RESULTS, machine, run_measured
+from _measure import RESULTS, isolated_args, machine, run_measured
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,10 +36,7 @@ def main() -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     liverec = str(Path(sys.executable).parent / "liverec")
-    common = ["--set", f"lakehouse_root={work / 'lakehouse'}", "--set", f"scratch_dir={work / 'scratch'}",
-              "--set", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-              "--set", f"mlflow.artifact_root={work / 'mlartifacts'}", "--set", "demo_mode=true",
-              "--set", f"spark.driver_memory={args.driver_memory}", "--set", "spark.shuffle_partitions=16",
+    common = [*isolated_args(work, args.driver_memory), "--set", "spark.shuffle_partitions=16",
               "--set", f"demo.partitions={max(args.events // 1_000_000, 2)}", "--ds", "2026-11-02"]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     data = work / "demo"

@@ -1,11 +1,8 @@
-"""spark-submit entry point for the 'ingest' stage: spark-submit jobs/ingest.py [--conf F] [--set k=v] [--ds D] ..."""
+"""The 'ingest' stage: spark-submit jobs/ingest.py [--conf F] [--set k=v] [--ds D] [...]"""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # runs from a checkout without install
-
-from liverec.cli import run_job  # noqa: E402
+import _bootstrap
 
 if __name__ == "__main__":
-    sys.exit(run_job("ingest"))
+    sys.exit(_bootstrap.run("ingest"))

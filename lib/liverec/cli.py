@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from liverec.stages import PIPELINE, STAGES
 
             for name in PIPELINE:
-                print(f"{name:10s} {STAGES[name].help}")
+                print(f"{name:18s} {STAGES[name].help}")
             return 0
         if args.command == "run":
             label = f"liverec {args.stage}"

@@ -63,6 +63,44 @@ class CleanSettings:
 
 
 @dataclass(frozen=True)
+class ProfileSettings:
+    half_life_days: float
+    recent_items: int
+    top_categories: int
+    friends_top_items: int
+
+
+@dataclass(frozen=True)
+class AlsSettings:
+    rank: int
+    max_iter: int
+    reg_param: float
+    alpha: float
+    half_life_days: float
+    rating_as_strength: bool
+    window_days: int
+    checkpoint_interval: int
+    num_blocks: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class RecommendSettings:
+    top_n: int
+    active_days: int
+    popular_pool: int
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    k: int
+    random_test_fraction: float
+    temporal_test_fraction: float
+    seed: int
+    report_dir: str
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     output_dir: str
     users: int
@@ -87,6 +125,10 @@ class Settings:
     mlflow: MlflowSettings
     ids: IdSettings
     clean: CleanSettings
+    profiles: ProfileSettings
+    als: AlsSettings
+    recommend: RecommendSettings
+    evaluate: EvaluateSettings
     demo: DemoSettings
 
     def tracking_uri(self) -> str:
@@ -248,6 +290,7 @@ def _resolve_paths(s: Settings) -> Settings:
         spark=dataclasses.replace(s.spark, local_dir=_absolute(s.spark.local_dir)),
         mlflow=dataclasses.replace(s.mlflow, tracking_uri=uri, artifact_root=_absolute(s.mlflow.artifact_root)),
         demo=dataclasses.replace(s.demo, output_dir=_absolute(s.demo.output_dir)),
+        evaluate=dataclasses.replace(s.evaluate, report_dir=_absolute(s.evaluate.report_dir)),
     )
 
 

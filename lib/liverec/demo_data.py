@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,9 @@ def clean_events_frame(spark: SparkSession, conf: DemoSettings) -> DataFrame:
     start_epoch = int(end.timestamp()) - span
     events_per_view = 1.0 + 0.35 + 0.35 * 0.3 + 0.35 * 0.3 * 0.5 + 0.35 * 0.3 * 0.5 * 0.5
     views_per_session = 6.0
-    n_sessions = max(int(conf.events / (events_per_view * views_per_session)), 1)
+    # n_views = 1 + floor(5 X), X ~ Exp(1): its mean is 1 + 1 / (e^(1/5) - 1)
+    mean_views = 1.0 + 1.0 / (math.exp(1.0 / (views_per_session - 1.0)) - 1.0)
+    n_sessions = max(round(conf.events / (events_per_view * mean_views)), 1)
 
     s = F.col("id")
     # users: mildly skewed activity, spread over the id space

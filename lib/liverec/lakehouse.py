@@ -76,3 +76,10 @@ def count_partition(spark: SparkSession, settings: Settings, table: str, partiti
     for key, value in partition.items():
         df = df.where(F.col(key) == value)
     return df.count()
+
+
+def latest_ds(spark: SparkSession, settings: Settings, table: str, ds: str) -> str | None:
+    """The newest ds partition of ``table`` not after ``ds`` (None when there is none)."""
+    if not exists(spark, settings, table):
+        return None
+    return read(spark, settings, table).where(F.col("ds") <= ds).agg(F.max("ds")).collect()[0][0]

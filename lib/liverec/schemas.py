@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    ArrayType,
     DoubleType,
+    FloatType,
+    IntegerType,
     LongType,
+    MapType,
     StringType,
     StructField,
     StructType,
@@ -70,10 +74,58 @@ SILVER_QUARANTINE = StructType([
     _s("ds", False),
 ])
 
+USER_PROFILES = StructType([
+    _s("user_id", False),
+    StructField("n_events", LongType(), False),
+    StructField("event_counts", MapType(StringType(), LongType()), False),  # event_type -> events
+    StructField("first_seen", TimestampType(), False),
+    StructField("last_seen", TimestampType(), False),
+    StructField("n_items", LongType(), False),  # distinct items interacted with
+    # category -> recency-weighted share of the user's weighted events (sums to 1 where items have categories)
+    StructField("category_affinity", MapType(StringType(), DoubleType()), True),
+    StructField("top_categories", ArrayType(StringType()), True),  # by affinity, highest first
+    StructField("recent_items", ArrayType(StringType()), False),  # last N distinct items, newest first
+    StructField("friend_count", IntegerType(), False),
+    StructField("friends_top_items", ArrayType(StringType()), True),  # friends' most weighted items
+    _s("ds", False),
+])
+
+USER_FACTORS = StructType([
+    _s("user_id", False),
+    StructField("user_idx", IntegerType(), False),  # ALS's integer id, valid within this ds
+    StructField("features", ArrayType(FloatType()), False),
+    _s("model_run_id", False),  # MLflow run of the ALS fit
+    _s("ds", False),
+])
+
+ITEM_FACTORS = StructType([
+    _s("item_id", False),
+    StructField("item_idx", IntegerType(), False),
+    StructField("features", ArrayType(FloatType()), False),
+    _s("model_run_id", False),
+    _s("ds", False),
+])
+
+RECOMMENDATIONS = StructType([
+    _s("user_id", False),
+    StructField("rank", IntegerType(), False),  # 1 = best
+    _s("item_id", False),
+    StructField("score", DoubleType(), False),
+    _s("reason", False),  # human-readable: why this item
+    _s("source", False),  # als | popular_category | popular
+    _s("model_run_id"),  # MLflow run that produced the model behind the score (null for popularity)
+    _s("model_version", False),  # e.g. als:<run id>, or popularity:<ds>
+    _s("ds", False),
+])
+
 SCHEMAS: dict[str, StructType] = {
     tables.BRONZE_EVENTS: BRONZE_EVENTS,
     tables.BRONZE_ITEMS: BRONZE_ITEMS,
     tables.BRONZE_SOCIAL: BRONZE_SOCIAL,
     tables.SILVER_EVENTS: SILVER_EVENTS,
     tables.SILVER_QUARANTINE: SILVER_QUARANTINE,
+    tables.USER_PROFILES: USER_PROFILES,
+    tables.USER_FACTORS: USER_FACTORS,
+    tables.ITEM_FACTORS: ITEM_FACTORS,
+    tables.RECOMMENDATIONS: RECOMMENDATIONS,
 }

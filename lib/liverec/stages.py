@@ -7,6 +7,7 @@ A stage is ``add_arguments(parser)`` plus ``run(ctx, args) -> summary``; the com
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from liverec import cleaning, demo_data, ingest, lakehouse, tables
+from liverec import als, catalog, cleaning, demo_data, evaluation, ingest, lakehouse, profiles, recommend, tables
 from liverec.config import Settings
 from liverec.errors import BalanceError, InputError
 from liverec.progress import Progress
@@ -186,13 +187,179 @@ def _restore(spark: SparkSession, settings: Settings, before: dict[str, int | No
         DeltaTable.forPath(spark, path).restoreToVersion(version)
 
 
+# --------------------------------------------------------------------------- profiles
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    del p  # only the common options
+
+
+def _require_silver(ctx: Context) -> DataFrame:
+    if not lakehouse.exists(ctx.spark, ctx.settings, tables.SILVER_EVENTS):
+        raise InputError("silver.events does not exist yet: run the ingest and clean stages first")
+    events = catalog.events_until(ctx.spark, ctx.settings, ctx.ds)
+    if events.limit(1).count() == 0:
+        raise InputError(f"silver.events has no rows up to ds={ctx.ds}: run clean for that date first")
+    return events
+
+
+def run_profiles(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    spark, settings, progress = ctx.spark, ctx.settings, ctx.progress
+    events = _require_silver(ctx).cache()
+    n_events = events.count()
+    items = catalog.latest_items(spark, settings, ctx.ds)
+    social = None
+    if lakehouse.exists(spark, settings, tables.BRONZE_SOCIAL):
+        social = lakehouse.read(spark, settings, tables.BRONZE_SOCIAL).where(F.col("ds") <= ctx.ds)
+    progress.step("read silver.events", n_events)
+    key = cleaning.id_key(settings)
+    built = profiles.build_profiles(events, items, social, settings.profiles, settings.clean.event_weights, key)
+    version = lakehouse.overwrite_partition(spark, settings, tables.USER_PROFILES, built.withColumn("ds", F.lit(ctx.ds)),
+                                            {"ds": ctx.ds})
+    rows = _written_rows(spark, settings, tables.USER_PROFILES)
+    progress.step("write gold.user_profiles", rows, version=version)
+    events.unpersist()
+    return {"input_events": n_events, "profiles": rows, "user_profiles_version": version}
+
+
+# --------------------------------------------------------------------------- ALS
+
+def run_train_als(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import time
+
+    import mlflow
+
+    spark, settings, progress, conf = ctx.spark, ctx.settings, ctx.progress, ctx.settings.als
+    _require_silver(ctx)
+    inputs = {"silver.events": lakehouse.version(spark, settings, tables.SILVER_EVENTS)}
+    events = catalog.events_until(spark, settings, ctx.ds, conf.window_days)
+    pairs = als.strengths(events, conf, settings.clean.event_weights).cache()
+    users, items = als.index_ids(pairs)
+    users, items = users.cache(), items.cache()
+    ratings = pairs.join(users, "user_id").join(items, "item_id").select("user_idx", "item_idx", "strength").cache()
+    n_pairs, n_users, n_items = ratings.count(), users.count(), items.count()
+    progress.step("strengths", n_pairs, users=n_users, items=n_items)
+    mlflow.log_params({f"als.{k}": v for k, v in dataclasses.asdict(conf).items()})
+    mlflow.log_params({f"input_version.{k}": v for k, v in inputs.items()})
+
+    started = time.monotonic()
+    checkpoints = str(Path(settings.scratch_dir) / "checkpoints" / f"als-{ctx.ds}")
+    model = als.fit(spark, ratings, conf, checkpoints)
+    uf, itf = als.factor_frames(model, users, items)
+    n_factors = uf.count()
+    fit_seconds = time.monotonic() - started
+    progress.step("fit", n_pairs, seconds=round(fit_seconds, 1), iterations=conf.max_iter, rank=conf.rank)
+
+    run_id = mlflow.active_run().info.run_id
+    model_dir = tables.model_path(settings, "als", ctx.ds)
+    model.write().overwrite().save(model_dir)
+    if "://" not in model_dir or model_dir.startswith("file://"):
+        mlflow.log_artifacts(model_dir, "als_model")
+    partition = {"ds": ctx.ds}
+    tag = [F.lit(run_id).alias("model_run_id"), F.lit(ctx.ds).alias("ds")]
+    v_users = lakehouse.overwrite_partition(spark, settings, tables.USER_FACTORS, uf.select("*", *tag), partition)
+    progress.step("write gold.user_factors", n_factors, version=v_users)
+    v_items = lakehouse.overwrite_partition(spark, settings, tables.ITEM_FACTORS, itf.select("*", *tag), partition)
+    progress.step("write gold.item_factors", _written_rows(spark, settings, tables.ITEM_FACTORS), version=v_items)
+    mlflow.log_params({"output_version.gold.user_factors": v_users, "output_version.gold.item_factors": v_items,
+                       "model_path": model_dir})
+    for df in (pairs, users, items, ratings):
+        df.unpersist()
+    return {"pairs": n_pairs, "users": n_users, "items": n_items, "fit_seconds": fit_seconds,
+            "user_factors_version": v_users, "item_factors_version": v_items}
+
+
+# --------------------------------------------------------------------------- recommend
+
+def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import mlflow
+
+    spark, settings, progress, ds = ctx.spark, ctx.settings, ctx.progress, ctx.ds
+    events = _require_silver(ctx)
+    profile_ds = lakehouse.latest_ds(spark, settings, tables.USER_PROFILES, ds)
+    if profile_ds is None:
+        raise InputError(f"gold.user_profiles has no partition up to ds={ds}: run build_profiles first")
+    user_profiles = lakehouse.read(spark, settings, tables.USER_PROFILES).where(F.col("ds") == profile_ds)
+    items = catalog.latest_items(spark, settings, ds)
+    factor_ds = lakehouse.latest_ds(spark, settings, tables.USER_FACTORS, ds)
+    uf = itf = run_id = None
+    if factor_ds is None:
+        progress.info("no ALS factors up to this ds: every user gets the popularity fallback")
+    else:
+        uf = lakehouse.read(spark, settings, tables.USER_FACTORS).where(F.col("ds") == factor_ds)
+        itf = lakehouse.read(spark, settings, tables.ITEM_FACTORS).where(F.col("ds") == factor_ds)
+        run_id = uf.select("model_run_id").first()["model_run_id"]
+        mlflow.log_params({"als_factors_ds": factor_ds, "als_run_id": run_id})
+    progress.step("read inputs", None, profiles_ds=profile_ds, factors_ds=factor_ds)
+    recs = recommend.nightly(events, items, user_profiles, uf, itf, run_id, settings.recommend, ds)
+    version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, recs, {"ds": ds})
+    written = lakehouse.read(spark, settings, tables.RECOMMENDATIONS, version).where(F.col("ds") == ds)
+    by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
+    n_users = written.select("user_id").distinct().count()
+    progress.step("write gold.recommendations", sum(by_source.values()), version=version, users=n_users,
+                  **{f"from_{k}": v for k, v in sorted(by_source.items())})
+    return {"rows": sum(by_source.values()), "users": n_users, "recommendations_version": version,
+            **{f"rows_{k}": v for k, v in by_source.items()}}
+
+
+# --------------------------------------------------------------------------- evaluate
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", choices=("random", "temporal", "both"), default="both",
+                   help="per-user stratified random split, temporal cut-off, or both (default)")
+    p.add_argument("--k", type=int, help="cut-off K (default: conf evaluate.k)")
+    p.add_argument("--output", help="also write the results as JSON to this file")
+
+
+def run_evaluate(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import mlflow
+
+    spark, settings, progress = ctx.spark, ctx.settings, ctx.progress
+    events = _require_silver(ctx).cache()
+    n_events = events.count()
+    k = getattr(args, "k", None) or settings.evaluate.k
+    if k <= 0:
+        raise InputError(f"--k must be positive, got {k}")
+    split = getattr(args, "split", None) or "both"
+    splits = ["random", "temporal"] if split == "both" else [split]
+    progress.step("read silver.events", n_events)
+    checkpoints = str(Path(settings.scratch_dir) / "checkpoints" / f"eval-{ctx.ds}")
+    results = []
+    for name in splits:
+        results += evaluation.run(spark, settings, events, [name], k, checkpoints)
+        r = results[-1]
+        progress.step(f"{name} split", r.test_pairs, users=r.test_users,
+                      **{f"{m}_ndcg@{k}": round(v["ndcg"], 4) for m, v in r.results.items()})
+    folder = Path(settings.evaluate.report_dir) / ctx.ds
+    paths = evaluation.write_report(results, k, folder, f"liverec evaluation, ds {ctx.ds}")
+    summary: dict[str, Any] = {"report": str(paths["markdown"])}
+    for r in results:
+        for model, m in r.results.items():
+            for metric, value in m.items():
+                summary[f"{r.split}.{model}.{metric}"] = value
+    mlflow.log_artifacts(str(folder), "evaluation")
+    out = getattr(args, "output", None)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(paths["json"].read_text())
+    progress.info(f"report: {paths['markdown']}")
+    events.unpersist()
+    return summary
+
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("ingest", "read a source into bronze.events / bronze.items / bronze.social", _ingest_args, run_ingest),
         Stage("clean", "bronze.events -> silver.events + silver.quarantine, with a row balance", _clean_args,
               run_clean),
+        Stage("build_profiles", "silver.events (+ items, social) -> gold.user_profiles", _no_args, run_profiles),
+        Stage("train_als", "implicit ALS -> gold.user_factors, gold.item_factors, logged to MLflow", _no_args,
+              run_train_als),
+        Stage("recommend_nightly", "top N per active user -> gold.recommendations (partition ds)", _no_args,
+              run_recommend),
+        Stage("evaluate", "hold-out evaluation of popularity and ALS -> Markdown report, plot, MLflow",
+              _evaluate_args, run_evaluate),
     )
 }
 # the order `liverec pipeline` runs them in
-PIPELINE = ("ingest", "clean")
+PIPELINE = ("ingest", "clean", "build_profiles", "train_als", "recommend_nightly", "evaluate")

@@ -9,8 +9,13 @@ BRONZE_ITEMS = "bronze.items"
 BRONZE_SOCIAL = "bronze.social"
 SILVER_EVENTS = "silver.events"
 SILVER_QUARANTINE = "silver.quarantine"
+USER_PROFILES = "gold.user_profiles"
+USER_FACTORS = "gold.user_factors"
+ITEM_FACTORS = "gold.item_factors"
+RECOMMENDATIONS = "gold.recommendations"
 
-ALL_TABLES = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_SOCIAL, SILVER_EVENTS, SILVER_QUARANTINE)
+ALL_TABLES = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_SOCIAL, SILVER_EVENTS, SILVER_QUARANTINE, USER_PROFILES,
+              USER_FACTORS, ITEM_FACTORS, RECOMMENDATIONS)
 
 # partition columns per table
 PARTITIONS: dict[str, tuple[str, ...]] = {
@@ -19,7 +24,16 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     BRONZE_SOCIAL: ("ds", "source"),
     SILVER_EVENTS: ("ds",),
     SILVER_QUARANTINE: ("ds",),
+    USER_PROFILES: ("ds",),
+    USER_FACTORS: ("ds",),
+    ITEM_FACTORS: ("ds",),
+    RECOMMENDATIONS: ("ds",),
 }
+
+
+def model_path(settings: Settings, name: str, ds: str) -> str:
+    """Where a Spark ML model of a run date is saved (beside the tables, so every executor can reach it)."""
+    return f"{settings.lakehouse_root.rstrip('/')}/models/{name}/ds={ds}"
 
 
 def table_path(settings: Settings, table: str) -> str:

@@ -1,0 +1,81 @@
+"""Every ranking metric liverec reports, defined once, computed in Spark.
+
+Accuracy metrics are Spark's ``RankingEvaluator`` (precisionAtK, recallAtK, ndcgAtK,
+meanAveragePrecisionAtK with binary relevance), so the numbers match its published definitions.
+Beyond accuracy:
+
+- hit_rate@K: share of users with at least one relevant item in their top K.
+- coverage@K: distinct items recommended to anyone / items in the catalogue.
+- diversity@K (intra-list): mean over users of 1 - mean pairwise cosine similarity of the item
+  vectors in the list (ALS item factors here; text embeddings once they exist).
+- novelty@K: mean over recommended items of -log2(share of training users who interacted with it).
+"""
+
+from __future__ import annotations
+
+from pyspark.ml.evaluation import RankingEvaluator
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+ACCURACY = {"precision": "precisionAtK", "recall": "recallAtK", "ndcg": "ndcgAtK",
+            "map": "meanAveragePrecisionAtK"}
+
+
+def accuracy(lists: DataFrame, k: int) -> dict[str, float]:
+    """lists: (prediction array<double>, label array<double>) per user, predictions best first."""
+    out = {}
+    for name, metric in ACCURACY.items():
+        ev = RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=metric, k=k)
+        out[name] = float(ev.evaluate(lists))
+    return out
+
+
+def hit_rate(lists: DataFrame, k: int) -> float:
+    hits = lists.select(F.size(F.array_intersect(F.slice("prediction", 1, k), "label")).alias("h"))
+    return float(hits.agg(F.avg((F.col("h") > 0).cast("double"))).collect()[0][0] or 0.0)
+
+
+def coverage(lists: DataFrame, k: int, catalogue_size: int) -> float:
+    distinct = lists.select(F.explode(F.slice("prediction", 1, k)).alias("i")).distinct().count()
+    return distinct / catalogue_size if catalogue_size else 0.0
+
+
+def _normalised(vectors: DataFrame) -> DataFrame:
+    norm = F.sqrt(F.aggregate(F.transform("features", lambda x: x * x), F.lit(0.0), lambda a, x: a + x))
+    return vectors.select(F.col("item_idx").cast("double").alias("i"),
+                          F.transform("features", lambda x: x / F.greatest(norm, F.lit(1e-12))).alias("v"))
+
+
+def diversity(lists: DataFrame, k: int, item_vectors: DataFrame) -> float:
+    """item_vectors: (item_idx, features)."""
+    vecs = _normalised(item_vectors)
+    exploded = lists.select("user", F.posexplode(F.slice("prediction", 1, k)).alias("p", "i")).join(vecs, "i")
+    a, b = exploded.alias("a"), exploded.alias("b")
+    pairs = a.join(b, (F.col("a.user") == F.col("b.user")) & (F.col("a.p") < F.col("b.p")))
+    cos = F.aggregate(F.zip_with("a.v", "b.v", lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
+    per_user = pairs.groupBy(F.col("a.user").alias("user")).agg(F.avg(cos).alias("sim"))
+    value = per_user.agg(F.avg(1.0 - F.col("sim"))).collect()[0][0]
+    return float(value) if value is not None else 0.0
+
+
+def novelty(lists: DataFrame, k: int, popularity: DataFrame, n_users: int) -> float:
+    """popularity: (item_idx, users) = distinct training users per item."""
+    pop = popularity.select(F.col("item_idx").cast("double").alias("i"), "users")
+    recs = lists.select(F.explode(F.slice("prediction", 1, k)).alias("i")).join(pop, "i", "left")
+    value = recs.agg(F.avg(-F.log2(F.greatest(F.coalesce(F.col("users"), F.lit(0)), F.lit(1)) / n_users)))
+    got = value.collect()[0][0]
+    return float(got) if got is not None else 0.0
+
+
+def all_metrics(lists: DataFrame, k: int, catalogue_size: int, item_vectors: DataFrame, popularity: DataFrame,
+                n_users: int) -> dict[str, float]:
+    """lists: (user, prediction array<double>, label array<double>)."""
+    lists = lists.cache()
+    out = accuracy(lists, k)
+    out["hit_rate"] = hit_rate(lists, k)
+    out["coverage"] = coverage(lists, k, catalogue_size)
+    out["diversity"] = diversity(lists, k, item_vectors)
+    out["novelty"] = novelty(lists, k, popularity, n_users)
+    out["users"] = float(lists.count())
+    lists.unpersist()
+    return out

@@ -1,0 +1,74 @@
+"""gold.user_profiles: one row per user fusing ratings, purchases, views and social edges.
+
+Recency weighting counts ages back from the newest event in the input (not the wall clock), so a
+rerun of a date gives the same profile and old public data sets still get sensible weights.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from liverec.catalog import decay, event_weight
+from liverec.cleaning import pseudonymise
+from liverec.config import ProfileSettings
+
+
+def friend_pairs(social: DataFrame, key: bytes) -> DataFrame:
+    """Undirected (user_id, friend_id) pairs, pseudonymised like silver ids, self-loops dropped."""
+    edges = social.where(F.col("src").isNotNull() & F.col("dst").isNotNull()).select(
+        pseudonymise(F.trim("src"), key).alias("a"), pseudonymise(F.trim("dst"), key).alias("b"))
+    both = edges.select(F.col("a").alias("user_id"), F.col("b").alias("friend_id")).unionByName(
+        edges.select(F.col("b").alias("user_id"), F.col("a").alias("friend_id")))
+    return both.where(F.col("user_id") != F.col("friend_id")).distinct()
+
+
+def build_profiles(events: DataFrame, items: DataFrame, social: DataFrame | None, conf: ProfileSettings,
+                   weights: dict[str, float], key: bytes) -> DataFrame:
+    reference = events.agg(F.max("ts").alias("ref"))
+    ev = (events.crossJoin(F.broadcast(reference))
+          .withColumn("w", event_weight(weights) * decay(F.col("ts"), F.col("ref"), conf.half_life_days)))
+
+    per_type = ev.groupBy("user_id", "event_type").agg(F.count("*").alias("n"))
+    counts = per_type.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("event_type", "n"))).alias("event_counts"))
+    stats = ev.groupBy("user_id").agg(
+        F.count("*").alias("n_events"), F.min("ts").alias("first_seen"), F.max("ts").alias("last_seen"),
+        F.countDistinct("item_id").alias("n_items"))
+
+    # recency-weighted category shares
+    cats = ev.join(items.select("item_id", "categories"), "item_id", "left").select(
+        "user_id", "w", F.explode_outer("categories").alias("category"))
+    per_cat = cats.where(F.col("category").isNotNull()).groupBy("user_id", "category").agg(F.sum("w").alias("w"))
+    total = per_cat.groupBy("user_id").agg(F.sum("w").alias("total"))
+    shares = per_cat.join(total, "user_id").where(F.col("total") > 0).withColumn(
+        "share", F.col("w") / F.col("total"))
+    affinity = shares.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("category", "share"))).alias("category_affinity"),
+        F.slice(F.transform(F.sort_array(F.collect_list(F.struct(F.col("share"), F.col("category"))), asc=False),
+                            lambda s: s["category"]), 1, conf.top_categories).alias("top_categories"))
+
+    # last N distinct items, newest first
+    last_touch = ev.groupBy("user_id", "item_id").agg(F.max("ts").alias("t"))
+    recent = last_touch.groupBy("user_id").agg(
+        F.slice(F.transform(F.sort_array(F.collect_list(F.struct("t", "item_id")), asc=False),
+                            lambda s: s["item_id"]), 1, conf.recent_items).alias("recent_items"))
+
+    profiles = (stats.join(counts, "user_id").join(recent, "user_id").join(affinity, "user_id", "left"))
+
+    if social is not None:
+        pairs = friend_pairs(social, key)
+        friend_count = pairs.groupBy("user_id").agg(F.count("*").cast("int").alias("friend_count"))
+        item_w = ev.groupBy("user_id", "item_id").agg(F.sum("w").alias("w"))
+        via_friends = (pairs.join(item_w.withColumnRenamed("user_id", "friend_id"), "friend_id")
+                       .groupBy("user_id", "item_id").agg(F.sum("w").alias("w")))
+        best = Window.partitionBy("user_id").orderBy(F.col("w").desc(), F.col("item_id"))
+        top_friend_items = (via_friends.withColumn("r", F.row_number().over(best))
+                            .where(F.col("r") <= conf.friends_top_items)
+                            .groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct("r", "item_id"))).alias("l"))
+                            .select("user_id", F.transform("l", lambda s: s["item_id"]).alias("friends_top_items")))
+        profiles = profiles.join(friend_count, "user_id", "left").join(top_friend_items, "user_id", "left")
+    else:
+        profiles = profiles.withColumn("friend_count", F.lit(0)).withColumn(
+            "friends_top_items", F.lit(None).cast("array<string>"))
+    return profiles.withColumn("friend_count", F.coalesce(F.col("friend_count"), F.lit(0)))

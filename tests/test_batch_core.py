@@ -1,0 +1,217 @@
+"""Profiles, ALS, nightly recommendations and evaluation on small frames and on a demo run."""
+
+import datetime as dt
+import math
+
+import mlflow
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from liverec import als, catalog, evaluation, lakehouse, metrics, profiles, recommend, tables
+from liverec.cleaning import pseudonymise_value
+from liverec.cli import main
+from tests.conftest import cli_args
+
+T0 = dt.datetime(2024, 3, 1)
+
+
+def silver(spark, rows):
+    """rows: (user, item, type, days after T0[, value])"""
+    data = [(f"e{i}", r[0], r[1], r[2], r[4] if len(r) > 4 else None, T0 + dt.timedelta(days=r[3]), None, None,
+             "test", "2024-03-10") for i, r in enumerate(rows)]
+    return spark.createDataFrame(data, "event_id string, user_id string, item_id string, event_type string, "
+                                       "value double, ts timestamp, session_id string, price double, source string, "
+                                       "ds string")
+
+
+def test_profiles_fuse_events_categories_and_friends(spark, settings):
+    ev = silver(spark, [("a", "i1", "view", 0), ("a", "i2", "purchase", 9), ("a", "i1", "click", 10),
+                        ("b", "i3", "rating", 5, 4.0), ("b", "i2", "view", 6), ("c", "i3", "view", 1)])
+    items = spark.createDataFrame([("i1", ["kitchen"]), ("i2", ["garden"]), ("i3", ["garden", "books"])],
+                                  "item_id string, categories array<string>")
+    key = b"k"
+    a, b, c = (pseudonymise_value(x, key) for x in "abc")
+    ev = ev.withColumn("user_id", F.when(F.col("user_id") == "a", a).when(F.col("user_id") == "b", b).otherwise(c))
+    social = spark.createDataFrame([("a", "b", "1"), ("b", "a", "1"), ("c", "a", "1"), ("c", None, None)],
+                                   "src string, dst string, weight string")
+    got = {r["user_id"]: r for r in profiles.build_profiles(ev, items, social, settings.profiles,
+                                                            settings.clean.event_weights, key).collect()}
+    pa = got[a]
+    assert pa["n_events"] == 3 and pa["event_counts"] == {"view": 1, "purchase": 1, "click": 1}
+    assert pa["recent_items"] == ["i1", "i2"]  # i1 touched last (day 10)
+    assert pa["first_seen"] == T0 and pa["last_seen"] == T0 + dt.timedelta(days=10)
+    # garden: purchase (8) at day 9; kitchen: view (1) at day 0 and click (2) at day 10, decayed from day 10
+    hl = settings.profiles.half_life_days
+    garden = 8 * 0.5 ** (1 / hl)
+    kitchen = 1 * 0.5 ** (10 / hl) + 2
+    assert pa["category_affinity"]["garden"] == pytest.approx(garden / (garden + kitchen))
+    assert pa["top_categories"] == ["garden", "kitchen"]
+    assert pa["friend_count"] == 2  # b both ways counts once, and c
+    assert got[c]["friend_count"] == 1 and got[c]["friends_top_items"][0] == "i2"  # a's heaviest item
+    assert sum(got[b]["category_affinity"].values()) == pytest.approx(1.0)
+
+
+def test_top_n_matches_brute_force_and_skips_seen(spark):
+    rng = np.random.default_rng(0)
+    U, V = rng.normal(size=(30, 5)).astype(np.float32), rng.normal(size=(40, 5)).astype(np.float32)
+    users = spark.createDataFrame([(i, U[i].tolist()) for i in range(30)], "user_idx int, features array<float>")
+    items = spark.createDataFrame([(j, V[j].tolist()) for j in range(40)], "item_idx int, features array<float>")
+    seen = spark.createDataFrame([(i, [int(x) for x in rng.choice(40, 10, replace=False)]) for i in range(30)],
+                                 "user_idx int, seen array<int>")
+    seen_map = {r["user_idx"]: set(r["seen"]) for r in seen.collect()}
+    got = {r["user_idx"]: r for r in als.top_n(users, items, seen, 7).collect()}
+    for i in range(30):
+        scores = U[i] @ V.T
+        expected = [j for j in np.argsort(-scores) if j not in seen_map[i]][:7]
+        assert got[i]["items"] == expected
+        assert got[i]["scores"] == pytest.approx([float(scores[j]) for j in expected], rel=1e-5)
+
+
+def test_als_learns_groups_and_survives_long_runs(spark, settings_factory, tmp_path):
+    s = settings_factory("als.max_iter=32", "als.checkpoint_interval=4", "als.rank=2", "als.reg_param=0.1")
+    rows = []
+    rng = np.random.default_rng(1)
+    for u in range(60):
+        group = u % 2
+        for i in range(12):
+            if rng.random() < 0.7:  # each user sees about 70% of their group's items, a different 70% each
+                rows.append((f"u{u}", f"g{group}i{i}", "purchase", 1))
+    pairs = als.strengths(silver(spark, rows), s.als, s.clean.event_weights)
+    users, items = als.index_ids(pairs)
+    ratings = pairs.join(users, "user_id").join(items, "item_id").select("user_idx", "item_idx", "strength")
+    model = als.fit(spark, ratings, s.als, str(tmp_path / "ckpt"))  # 32 iterations: no StackOverflowError
+    seen = ratings.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
+    recs = als.top_n(model.userFactors.withColumnRenamed("id", "user_idx"),
+                     model.itemFactors.withColumnRenamed("id", "item_idx"), seen, 3)
+    names = {r["item_idx"]: r["item_id"] for r in items.collect()}
+    ids = {r["user_idx"]: r["user_id"] for r in users.collect()}
+    seen_by = {}
+    for user, item, *_ in rows:
+        seen_by.setdefault(user, set()).add(item)
+    right = 0
+    got = recs.collect()
+    for r in got:
+        user = ids[r["user_idx"]]
+        group = int(user[1:]) % 2
+        unseen_in_group = 12 - sum(1 for i in seen_by[user] if i.startswith(f"g{group}"))
+        in_group = sum(names[i].startswith(f"g{group}") for i in r["items"])
+        right += in_group == min(3, unseen_in_group)  # every unseen item of the user's group comes first
+    assert len(got) == 60 and right / len(got) >= 0.95
+
+
+def test_ranking_metrics_follow_spark_definitions(spark):
+    lists = spark.createDataFrame([(1, [1.0, 2.0, 3.0], [1.0, 3.0, 9.0]), (2, [4.0, 5.0, 6.0], [7.0])],
+                                  "user int, prediction array<double>, label array<double>")
+    got = metrics.accuracy(lists, 3)
+    assert got["precision"] == pytest.approx((2 / 3 + 0) / 2)
+    assert got["recall"] == pytest.approx((2 / 3 + 0) / 2)
+    dcg = 1 + 1 / math.log2(4)
+    idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert got["ndcg"] == pytest.approx(dcg / idcg / 2)
+    assert got["map"] == pytest.approx(((1 + 2 / 3) / 3) / 2)
+    assert metrics.hit_rate(lists, 3) == pytest.approx(0.5)
+    assert metrics.coverage(lists, 3, 12) == pytest.approx(0.5)
+    vecs = spark.createDataFrame([(i, [1.0, 0.0] if i % 2 else [0.0, 1.0]) for i in range(1, 7)],
+                                 "item_idx int, features array<double>")
+    # list 1: items 1,3 parallel, 2 orthogonal -> sims 0,1,0 -> 1 - 1/3; list 2: 4,6 parallel, 5 orthogonal
+    assert metrics.diversity(lists, 3, vecs) == pytest.approx(2 / 3)
+    pop = spark.createDataFrame([(i, 2) for i in range(1, 7)], "item_idx int, users int")
+    assert metrics.novelty(lists, 3, pop, 8) == pytest.approx(2.0)
+
+
+def test_splits(spark):
+    pairs = spark.createDataFrame([(f"u{u}", f"i{i}", 1.0) for u in range(5) for i in range(8)],
+                                  "user_id string, item_id string, strength double")
+    train, test = evaluation.random_split(pairs, 0.25, 42)
+    per_user = {r["user_id"]: r["count"] for r in test.groupBy("user_id").count().collect()}
+    assert per_user == {f"u{u}": 2 for u in range(5)}
+    assert train.join(test, ["user_id", "item_id"]).count() == 0
+    again, _ = evaluation.random_split(pairs, 0.25, 42)
+    assert sorted(map(tuple, again.collect())) == sorted(map(tuple, train.collect()))
+    ev = silver(spark, [("a", f"i{d}", "view", d) for d in range(10)])
+    before, after, cutoff = evaluation.temporal_split(ev, 0.3)
+    assert before.count() + after.count() == 10 and after.count() in (3, 4)  # the 70% quantile, approximately
+    assert before.agg(F.max("ts")).collect()[0][0] < after.agg(F.min("ts")).collect()[0][0]
+
+
+@pytest.fixture(scope="module")
+def demo_pipeline(tmp_path_factory, spark):
+    from tests.conftest import settings_for
+
+    root = tmp_path_factory.mktemp("batch")
+    settings = settings_for(root)
+    small = ["--set", "demo.events=30000", "--set", "demo.users=500", "--set", "demo.items=400"]
+    assert main(["pipeline", *cli_args(settings), *small, "--ds", "2026-11-02"]) == 0
+    return settings
+
+
+@pytest.mark.slow
+def test_pipeline_writes_recommendations(spark, demo_pipeline, capsys):
+    settings = demo_pipeline
+    ds = "2026-11-02"
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).cache()
+    n = settings.recommend.top_n
+    per_user = recs.groupBy("user_id").agg(F.count("*").alias("n"), F.sort_array(F.collect_list("rank")).alias("r"))
+    assert per_user.where((F.col("n") != n) | (F.col("r") != F.sequence(F.lit(1), F.lit(n)))).count() == 0
+    events = catalog.events_until(spark, settings, ds)
+    assert recs.join(events.select("user_id", "item_id"), ["user_id", "item_id"]).count() == 0  # nothing seen
+    assert per_user.count() == recommend.active_users(events, settings.recommend.active_days).count() > 0
+    sources = {r["source"] for r in recs.select("source").distinct().collect()}
+    assert "als" in sources
+    als_rows = recs.where(F.col("source") == "als")
+    assert als_rows.where(~F.col("reason").startswith("Because you showed interest in")).count() == 0
+    assert als_rows.where(~F.col("model_version").startswith("als:") | F.col("model_run_id").isNull()).count() == 0
+    run_id = als_rows.first()["model_run_id"]
+    run = mlflow.MlflowClient(settings.tracking_uri()).get_run(run_id)
+    assert run.data.params["als.rank"] == str(settings.als.rank)
+    assert "input_version.silver.events" in run.data.params and "output_version.gold.user_factors" in run.data.params
+    artifacts = [a.path for a in mlflow.MlflowClient(settings.tracking_uri()).list_artifacts(run_id)]
+    assert "als_model" in artifacts
+
+    # a rerun of the date replaces it alone, one new version
+    v = lakehouse.version(spark, settings, tables.RECOMMENDATIONS)
+    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds]) == 0
+    assert lakehouse.version(spark, settings, tables.RECOMMENDATIONS) == v + 1
+    assert lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).count() == recs.count()
+
+
+@pytest.mark.slow
+def test_users_without_factors_get_popular_in_their_categories(spark, demo_pipeline):
+    settings = demo_pipeline
+    ds = "2026-11-02"
+    # drop the factors: every active user now falls back to popularity
+    uf = lakehouse.read(spark, settings, tables.USER_FACTORS).where(F.col("ds") == ds)
+    lakehouse.overwrite_partition(spark, settings, tables.USER_FACTORS, uf.limit(0), {"ds": ds})
+    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds]) == 0
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds)
+    assert {r[0] for r in recs.select("source").distinct().collect()} <= {"popular_category", "popular"}
+    cat_rows = recs.where(F.col("source") == "popular_category").join(
+        lakehouse.read(spark, settings, tables.USER_PROFILES).where(F.col("ds") == ds), "user_id")
+    items = catalog.latest_items(spark, settings, ds)
+    mismatched = cat_rows.join(items, "item_id").where(
+        ~F.exists("categories", lambda c: F.array_contains(F.slice("top_categories", 1, 3), c)))
+    assert cat_rows.count() > 0 and mismatched.count() == 0
+
+
+@pytest.mark.slow
+def test_evaluate_report_and_json(spark, demo_pipeline, tmp_path):
+    settings = demo_pipeline
+    out = tmp_path / "eval.json"
+    assert main(["run", "evaluate", *cli_args(settings), "--ds", "2026-11-02", "--split", "temporal",
+                 "--output", str(out)]) == 0
+    import json
+
+    results = json.loads(out.read_text())
+    assert [r["split"] for r in results] == ["temporal"]
+    m = results[0]["results"]
+    assert set(m) == {"popularity", "als"}
+    for model in m.values():
+        assert 0 <= model["ndcg"] <= 1 and 0 <= model["coverage"] <= 1 and model["users"] > 0
+    # on the demo log (category preferences), ALS must beat popularity
+    assert m["als"]["ndcg"] > m["popularity"]["ndcg"]
+    report = settings.evaluate.report_dir + "/2026-11-02/evaluation.md"
+    assert "| als |" in open(report).read()
+    from pathlib import Path
+
+    assert Path(report).with_name("evaluation.png").stat().st_size > 1000
