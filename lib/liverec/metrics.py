@@ -23,10 +23,12 @@ ACCURACY = {"precision": "precisionAtK", "recall": "recallAtK", "ndcg": "ndcgAtK
 
 def accuracy(lists: DataFrame, k: int) -> dict[str, float]:
     """lists: (prediction array<double>, label array<double>) per user, predictions best first."""
+    lists = lists.select("prediction", "label").cache()  # four passes below: compute the lists once
     out = {}
     for name, metric in ACCURACY.items():
         ev = RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=metric, k=k)
         out[name] = float(ev.evaluate(lists))
+    lists.unpersist()
     return out
 
 
