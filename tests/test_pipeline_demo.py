@@ -80,7 +80,9 @@ def test_rerun_of_a_date_replaces_it_and_other_dates_dedupe(spark, demo_run, cap
 
 def test_tables_are_delta_for_spark_and_for_deltalake(spark, demo_run):
     settings, manifest = demo_run
-    for table in tables.ALL_TABLES:
+    written = (tables.BRONZE_EVENTS, tables.BRONZE_ITEMS, tables.BRONZE_SOCIAL, tables.SILVER_EVENTS,
+               tables.SILVER_QUARANTINE)  # what ingest + clean write
+    for table in written:
         path = tables.table_path(settings, table)
         n_spark = spark.read.format("delta").load(path).count()
         dt = DeltaTable(path)
