@@ -51,6 +51,8 @@ benchmark: setup scratch
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ingest_clean_throughput.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ml100k_als.py --with-implicit
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python pipeline_stages.py --dataset both
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python als_blas.py
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python pipeline_stages.py --als-only-events 20000000
 
 clean-scratch:
 	rm -rf .liverec lakehouse demo_data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import threading
@@ -62,3 +63,11 @@ def isolated_args(work: Path, driver_memory: str) -> list[str]:
             "--set", f"mlflow.artifact_root={work / 'mlartifacts'}", "--set", "demo_mode=true",
             "--set", f"demo.output_dir={work / 'demo'}", "--set", f"evaluate.report_dir={work / 'reports'}",
             "--set", f"spark.driver_memory={driver_memory}"]
+
+
+def write_results(name: str, payload: dict, lines: list[str]) -> None:
+    """benchmarks/results/<name>.json and .md; the Markdown is also printed."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))

@@ -21,7 +21,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from _measure import RESULTS, machine
+from _measure import machine, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,8 +84,6 @@ def main() -> int:
     result = {"benchmark": "als_blas", "date": dt.date.today().isoformat(), "machine": machine(),
               "data": "MovieLens 100K, 100,000 ratings", "rank": args.rank, "iterations": 15,
               "native": native, "java": java, "speedup_native_over_java": java["median_s"] / native["median_s"]}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "als_blas.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# ALS: native BLAS against the Java fallback", "",
              f"Measured {result['date']} on {result['machine']}; `python benchmarks/als_blas.py --rank {args.rank}`. "
              f"ALS fit on MovieLens 100K, rank {args.rank}, 15 iterations, local[2]; median of {args.repeats} fits "
@@ -95,8 +93,7 @@ def main() -> int:
         lines.append(f"| {name} | {r['blas']} | {r['lapack']} | {', '.join(f'{x:.2f}' for x in r['fit_s'])} | "
                      f"{r['median_s']:.2f} |")
     lines += ["", f"Java median / native median: {result['speedup_native_over_java']:.2f}.", ""]
-    (RESULTS / "als_blas.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results("als_blas", result, lines)
     return 0
 
 

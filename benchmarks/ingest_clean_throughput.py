@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from _measure import RESULTS, isolated_args, machine, run_measured
+from _measure import isolated_args, machine, run_measured, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,8 +64,6 @@ def main() -> int:
         "balance": balance[-1] if balance else None,
         "dirt": manifest["dirt"],
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest_clean_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Ingest + clean throughput", "",
         f"Measured {result['date']} on {result['machine']} (driver memory {args.driver_memory}); "
@@ -77,8 +75,7 @@ def main() -> int:
         r = result[name]
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | {r['peak_rss_gib']:.2f} |")
     lines += ["", f"Clean's balance line: `{result['balance']}`", ""]
-    (RESULTS / "ingest_clean_throughput.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results("ingest_clean_throughput", result, lines)
     return 0
 
 

@@ -21,13 +21,12 @@ import argparse
 import dataclasses
 import datetime as dt
 import itertools
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _measure import RESULTS, machine
+from _measure import machine, write_results
 from pyspark.sql import functions as F
 
 from liverec import als, evaluation, ingest, metrics
@@ -175,8 +174,6 @@ def main() -> int:
             "note": "Spark scales regParam by each user's/item's rating count (ALS-WR); implicit does not",
         }
     spark.stop()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ml100k_als.json").write_text(json.dumps(result, indent=2) + "\n")
     s = result["summary"]
     lines = [
         "# ALS on MovieLens 100K", "",
@@ -208,8 +205,7 @@ def main() -> int:
                 f"{t['val_precision@10']:.4f} | {t['fit_s']:.1f} |"
                 for t in sorted(trials, key=lambda t: -t["val_ndcg@10"])],
               ""]
-    (RESULTS / "ml100k_als.md").write_text("\n".join(lines))
-    print("\n".join(lines[:20]))
+    write_results("ml100k_als", result, lines)
     return 0
 
 

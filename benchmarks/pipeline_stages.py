@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
-from _measure import RESULTS, isolated_args, machine, run_measured
+from _measure import isolated_args, machine, run_measured, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DS = "2026-11-02"
@@ -41,10 +40,8 @@ def run_dataset(name: str, stages: list[tuple[str, list[str]]], driver_memory: s
 
 
 def write(name: str, results: dict, command: str, driver_memory: str) -> None:
-    RESULTS.mkdir(exist_ok=True)
     payload = {"benchmark": name, "date": dt.date.today().isoformat(), "machine": machine(),
                "driver_memory": driver_memory, "command": command, "datasets": results}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [f"# {name}", "", f"Measured {payload['date']} on {payload['machine']}, driver memory {driver_memory}; "
              f"`{command}`. Each stage is its own process (JVM start and MLflow logging included); peak = summed RSS "
              "of the process tree.", ""]
@@ -54,8 +51,7 @@ def write(name: str, results: dict, command: str, driver_memory: str) -> None:
         lines += [f"## {ds_name}", "", "| stage | wall s | peak RSS GiB |", "|---|---|---|",
                   *[f"| {k} | {s['seconds']:.1f} | {s['peak_rss_gib']:.2f} |" for k, s in stages.items()],
                   f"| **pipeline (without generate)** | **{total:.1f}** | **{peak:.2f}** |", ""]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(name, payload, lines)
 
 
 def main() -> int:

@@ -190,7 +190,8 @@ def test_users_without_factors_get_popular_in_their_categories(spark, demo_pipel
         lakehouse.read(spark, settings, tables.USER_PROFILES).where(F.col("ds") == ds), "user_id")
     items = catalog.latest_items(spark, settings, ds)
     mismatched = cat_rows.join(items, "item_id").where(
-        ~F.exists("categories", lambda c: F.array_contains(F.slice("top_categories", 1, 3), c)))
+        ~F.exists("categories", lambda c: F.array_contains(
+            F.slice("top_categories", 1, settings.recommend.fallback_categories), c)))
     assert cat_rows.count() > 0 and mismatched.count() == 0
 
 

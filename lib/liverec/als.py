@@ -62,16 +62,16 @@ def top_n(user_vectors: DataFrame, item_vectors: DataFrame, seen: DataFrame | No
     scores array<double>), best first.
     """
     spark = user_vectors.sparkSession
-    rows = item_vectors.select("item_idx", "features").collect()
-    if not rows:
+    # the model-sized factor matrix (not a table of events) comes to the driver once, through Arrow
+    pdf = item_vectors.select("item_idx", "features").toPandas()
+    if pdf.empty:
         return spark.createDataFrame([], "user_idx int, items array<int>, scores array<double>")
-    size = max(r["item_idx"] for r in rows) + 1
-    dim = len(rows[0]["features"])
-    matrix = np.zeros((size, dim), dtype=np.float32)
-    present = np.zeros(size, dtype=bool)
-    for r in rows:
-        matrix[r["item_idx"]] = r["features"]
-        present[r["item_idx"]] = True
+    idx = pdf["item_idx"].to_numpy(dtype=np.int64)
+    vectors = np.stack(pdf["features"].to_numpy()).astype(np.float32)
+    matrix = np.zeros((int(idx.max()) + 1, vectors.shape[1]), dtype=np.float32)
+    present = np.zeros(len(matrix), dtype=bool)
+    matrix[idx] = vectors
+    present[idx] = True
     shared = spark.sparkContext.broadcast((matrix, present))
 
     users = user_vectors.select("user_idx", "features")

@@ -89,6 +89,8 @@ class RecommendSettings:
     top_n: int
     active_days: int
     popular_pool: int
+    fallback_categories: int
+    reason_history_items: int
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from liverec.config import DemoSettings
+from liverec.ingest import EVENT_OPTIONAL, EVENT_REQUIRED
 
 ADJECTIVES = ["classic", "compact", "deluxe", "vintage", "modern", "eco", "premium", "handmade", "smart",
               "portable", "rustic", "bold", "gentle", "bright", "silent", "golden"]
@@ -42,7 +43,10 @@ CATEGORIES = [
     ("clothing", ["wool scarf", "rain jacket", "cotton shirt", "knitted hat", "denim jeans", "socks"]),
     ("food", ["dark chocolate", "green tea", "olive oil", "honey jar", "coffee beans", "spice mix"]),
 ]
-EVENT_COLUMNS = ["event_id", "user_id", "item_id", "event_type", "value", "ts", "session_id"]
+# the generic event format's columns (ingest.py owns them), all but price, which demo events lack
+EVENT_COLUMNS = [c for c in (*EVENT_OPTIONAL, *EVENT_REQUIRED) if c != "price"]
+# the folders a demo log consists of, under the output folder (ingest --source demo reads these)
+DEMO_FILES = {"events": "events", "items": "items", "edges": "edges"}
 DIRT_KINDS = ["null_user_id", "future_ts", "unknown_event_type", "non_numeric_value"]
 
 
@@ -222,28 +226,28 @@ def generate(spark: SparkSession, conf: DemoSettings, output_dir: str | None = N
         shutil.rmtree(out)
     out.mkdir(parents=True)
     items = items_frame(spark, conf)
-    _write_csv(items, out / "items", 1)
+    _write_csv(items, out / DEMO_FILES["items"], 1)
 
     honest = clean_events_frame(spark, conf)
     dirty = dirty_events_frame(honest, conf)
     bots = bot_events_frame(spark, conf).withColumn("_dirt", F.lit("bot")).withColumn("_n", F.lit(-1).cast("long"))
     everything = dirty.drop("_dup").unionByName(bots)
     counts = {r["_dirt"]: r["count"] for r in everything.groupBy("_dirt").count().collect()}
-    _write_csv(everything.select(*EVENT_COLUMNS), out / "events", conf.partitions)
+    _write_csv(everything.select(*EVENT_COLUMNS), out / DEMO_FILES["events"], conf.partitions)
 
     n_malformed = max(int(conf.events * conf.dirt_fraction), 1)
-    with (out / "events" / "part-malformed-extra.csv").open("w", encoding="utf-8") as fh:
+    with (out / DEMO_FILES["events"] / "part-malformed-extra.csv").open("w", encoding="utf-8") as fh:
         fh.write(",".join(EVENT_COLUMNS) + "\n")
         for k in range(n_malformed):
             fh.write("this line is not an event\n" if k % 2 == 0 else f"e-bad{k},u1,i1,view,,1700000000,s1,extra,cols\n")
 
     edges = edges_frame(spark, conf)
-    edges.coalesce(1).write.mode("overwrite").text(str(out / "edges"))
-    n_edges = spark.read.text(str(out / "edges")).count()
+    edges.coalesce(1).write.mode("overwrite").text(str(out / DEMO_FILES["edges"]))
+    n_edges = spark.read.text(str(out / DEMO_FILES["edges"])).count()
 
     manifest = {
         "settings": {k: getattr(conf, k) for k in conf.__dataclass_fields__},
-        "files": {"events": "events", "items": "items", "edges": "edges"},
+        "files": DEMO_FILES,
         "items": conf.items,
         "edges": n_edges,
         "clean_events": counts.get(None, 0),

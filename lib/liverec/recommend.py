@@ -38,9 +38,11 @@ def als_recommendations(users: DataFrame, user_factors: DataFrame, item_factors:
             .select("user_id", (F.col("pos") + 1).alias("rank"), "item_id", F.col("x.scores").alias("score")))
 
 
-def reasons_from_history(recs: DataFrame, profiles: DataFrame, item_factors: DataFrame, items: DataFrame) -> DataFrame:
-    """For each ALS row, the user's recent item most similar to it (cosine of item factors), named by title."""
-    recent = profiles.select("user_id", F.posexplode(F.slice("recent_items", 1, 5)).alias("rp", "hist_id"))
+def reasons_from_history(recs: DataFrame, profiles: DataFrame, item_factors: DataFrame, items: DataFrame,
+                         history: int) -> DataFrame:
+    """For each ALS row, the user's recent item (of the last ``history``) most similar to it (cosine of item
+    factors), named by title."""
+    recent = profiles.select("user_id", F.posexplode(F.slice("recent_items", 1, history)).alias("rp", "hist_id"))
     vec = item_factors.select("item_id", "features")
     cos = F.aggregate(F.zip_with("a", "b", lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x) / F.greatest(
         F.sqrt(F.aggregate(F.transform("a", lambda x: x * x), F.lit(0.0), lambda acc, x: acc + x))
@@ -67,8 +69,8 @@ def popular_recommendations(users: DataFrame, events: DataFrame, items: DataFram
     # per category: its popular items; per user: top categories weighted by affinity
     cat_items = top_pop.join(item_cats, "item_id")
     prefs = (profiles.join(users, "user_id")
-             .select("user_id", F.posexplode(F.slice("top_categories", 1, 3)).alias("cp", "category"),
-                     "category_affinity"))
+             .select("user_id", "category_affinity",
+                     F.posexplode(F.slice("top_categories", 1, conf.fallback_categories)).alias("cp", "category")))
     by_cat = (prefs.join(cat_items, "category")
               .withColumn("score", F.col("category_affinity")[F.col("category")] * F.col("users") / n_max)
               .withColumn("prio", F.lit(0))
@@ -98,7 +100,7 @@ def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_facto
     covered = users.limit(0)
     if user_factors is not None and item_factors is not None:
         recs = als_recommendations(users, user_factors, item_factors, seen, conf.top_n).cache()
-        why = reasons_from_history(recs, profiles, item_factors, items)
+        why = reasons_from_history(recs, profiles, item_factors, items, conf.reason_history_items)
         als_rows = (recs.join(why, ["user_id", "item_id"], "left")
                     .withColumn("reason", F.coalesce("reason", F.lit("People with tastes like yours chose it")))
                     .withColumn("source", F.lit("als"))

@@ -94,9 +94,9 @@ def run_ingest(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         if not (Path(out) / "manifest.json").is_file():
             run_generate(ctx, argparse.Namespace(output=out, events=None, users=None, items=None))
         data = ingest.Ingested(
-            events=ingest.read_generic_events(spark, str(Path(out) / "events"), "csv"),
-            items=ingest.read_generic_items(spark, str(Path(out) / "items"), "csv"),
-            social=ingest.read_edges(spark, str(Path(out) / "edges")))
+            events=ingest.read_generic_events(spark, str(Path(out) / demo_data.DEMO_FILES["events"]), "csv"),
+            items=ingest.read_generic_items(spark, str(Path(out) / demo_data.DEMO_FILES["items"]), "csv"),
+            social=ingest.read_edges(spark, str(Path(out) / demo_data.DEMO_FILES["edges"])))
     elif source == "events":
         data = ingest.Ingested(events=ingest.read_generic_events(spark, args.input, args.format))
         if args.items:
@@ -242,7 +242,7 @@ def run_train_als(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     mlflow.log_params({f"input_version.{k}": v for k, v in inputs.items()})
 
     started = time.monotonic()
-    checkpoints = str(Path(settings.scratch_dir) / "checkpoints" / f"als-{ctx.ds}")
+    checkpoints = tables.checkpoint_path(settings, "als", ctx.ds)
     model = als.fit(spark, ratings, conf, checkpoints)
     uf, itf = als.factor_frames(model, users, items)
     n_factors = uf.count()
@@ -322,7 +322,7 @@ def run_evaluate(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     split = getattr(args, "split", None) or "both"
     splits = ["random", "temporal"] if split == "both" else [split]
     progress.step("read silver.events", n_events)
-    checkpoints = str(Path(settings.scratch_dir) / "checkpoints" / f"eval-{ctx.ds}")
+    checkpoints = tables.checkpoint_path(settings, "eval", ctx.ds)
     results = []
     for name in splits:
         results += evaluation.run(spark, settings, events, [name], k, checkpoints)

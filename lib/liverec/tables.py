@@ -36,6 +36,11 @@ def model_path(settings: Settings, name: str, ds: str) -> str:
     return f"{settings.lakehouse_root.rstrip('/')}/models/{name}/ds={ds}"
 
 
+def checkpoint_path(settings: Settings, purpose: str, ds: str) -> str:
+    """Spark checkpoint folder of one job run (ALS lineage cuts), under the scratch folder."""
+    return f"{settings.scratch_dir.rstrip('/')}/checkpoints/{purpose}-{ds}"
+
+
 def table_path(settings: Settings, table: str) -> str:
     """``<lakehouse_root>/<layer>/<name>`` for a table name such as ``silver.events``."""
     if table not in PARTITIONS:
