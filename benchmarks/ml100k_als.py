@@ -29,7 +29,7 @@ from pathlib import Path
 from _measure import machine, write_results
 from pyspark.sql import functions as F
 
-from liverec import als, evaluation, ingest, metrics
+from liverec import als, evaluation, ingest, metrics, vectors
 from liverec.cleaning import parse_ts
 from liverec.config import load_settings
 from liverec.session import build_spark
@@ -61,7 +61,7 @@ def score(spark, train, test, conf, k=10, ckpt="/tmp"):
     item_vecs.count()
     fit_s = time.monotonic() - t
     seen = ratings.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
-    recs = als.top_n(model.userFactors.select(F.col("id").alias("user_idx"), "features"), item_vecs, seen, k)
+    recs = vectors.top_k(model.userFactors.select(F.col("id").alias("user_idx"), "features"), item_vecs, seen, k)
     labels = (test.join(users, "user_id").join(items, "item_id").groupBy("user_idx")
               .agg(F.collect_list(F.col("item_idx").cast("double")).alias("label")))
     lists = labels.join(recs, "user_idx", "left").select(
@@ -98,7 +98,7 @@ def implicit_compare(spark, train, test, conf, k=10):
     itf = spark.createDataFrame([(int(i), v.astype(np.float32).tolist()) for i, v in enumerate(model.item_factors)],
                                 "item_idx int, features array<float>")
     seen = spark.createDataFrame(tr).groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
-    recs = als.top_n(uf, itf, seen, k)
+    recs = vectors.top_k(uf, itf, seen, k)
     labels = (test.join(users, "user_id").join(items, "item_id").groupBy("user_idx")
               .agg(F.collect_list(F.col("item_idx").cast("double")).alias("label")))
     lists = labels.join(recs, "user_idx", "left").select(

@@ -3,6 +3,7 @@
 import csv
 import io
 import lzma
+import random
 import re
 
 import pytest
@@ -31,6 +32,21 @@ def test_movielens_100k(spark, settings, capsys):
     assert items.count() == 1_682
     star_wars = items.where(F.col("title") == "Star Wars (1977)").collect()[0]
     assert set(star_wars["category"].split("|")) == {"Action", "Adventure", "Romance", "Sci-Fi", "War"}
+
+    # item embeddings from the real all-MiniLM-L6-v2 over titles and genres
+    assert main(["run", "embed_items", *cli_args(settings), "--ds", DS]) == 0
+    assert lakehouse.read(spark, settings, tables.ITEM_EMBEDDINGS).count() == 1_682
+    top5 = [r["title"] for r in _neighbours(spark, settings).where(
+        (F.col("query_title") == "Star Wars (1977)") & (F.col("rank") <= 5)).collect()]
+    assert {"Return of the Jedi (1983)", "Empire Strikes Back, The (1980)"} <= set(top5), top5
+
+
+def _neighbours(spark, settings):
+    """gold.item_neighbors with both items' titles (query_title, title)."""
+    items = lakehouse.read(spark, settings, tables.BRONZE_ITEMS).select("item_id", "title")
+    return (lakehouse.read(spark, settings, tables.ITEM_NEIGHBORS)
+            .join(items.withColumnRenamed("title", "query_title"), "item_id")
+            .join(items.withColumnRenamed("item_id", "neighbor_id"), "neighbor_id"))
 
 
 def _retail_expectations(path):
@@ -68,3 +84,21 @@ def test_uci_online_retail(spark, settings, capsys):
     assert returns.where(~F.col("session_id").startswith("C")).count() == 0
     assert {r[0] for r in returns.select("session_id").distinct().collect()} == return_invoices
     assert silver.where(F.col("event_type") == "purchase").count() > 350_000
+
+    # product descriptions -> embeddings: neighbours share product words far more often than random pairs
+    assert main(["run", "embed_items", *cli_args(settings), "--ds", DS]) == 0
+    pairs = [(r["query_title"], r["title"], r["rank"]) for r in _neighbours(spark, settings).where(
+        F.col("rank") <= 5).collect()]
+
+    def words(text):
+        return {w for w in re.findall(r"[a-z]+", (text or "").lower()) if len(w) >= 3}
+
+    share = {rank: [] for rank in range(1, 6)}
+    for query, neighbour, rank in pairs:
+        share[rank].append(bool(words(query) & words(neighbour)))
+    queries = sorted({q for q, _, _ in pairs})
+    rng = random.Random(0)
+    baseline = sum(bool(words(rng.choice(queries)) & words(rng.choice(queries))) for _ in range(5000)) / 5000
+    top1 = sum(share[1]) / len(share[1])
+    top5 = sum(sum(v) for v in share.values()) / sum(len(v) for v in share.values())
+    assert len(share[1]) > 3_000 and top1 >= 0.9 and top5 >= 0.85 and baseline < 0.2, (top1, top5, baseline)

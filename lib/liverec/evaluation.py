@@ -22,7 +22,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from liverec import als, metrics
+from liverec import als, metrics, vectors
 from liverec.config import AlsSettings, Settings
 
 MODELS = ("popularity", "als")
@@ -83,8 +83,8 @@ def evaluate_split(spark: SparkSession, split: str, train: DataFrame, test: Data
     seen = ratings.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
     popularity = ratings.groupBy("item_idx").agg(F.countDistinct("user_idx").alias("users")).cache()
     recs = {
-        "als": als.top_n(user_vecs, item_vecs, seen, k),
-        "popularity": als.top_n(
+        "als": vectors.top_k(user_vecs, item_vecs, seen, k),
+        "popularity": vectors.top_k(
             users.select("user_idx", F.array(F.lit(1.0)).alias("features")),
             popularity.select("item_idx", F.array(F.col("users").cast("float")).alias("features")), seen, k),
     }

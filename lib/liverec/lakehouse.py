@@ -61,7 +61,8 @@ def overwrite_partition(
     data = conform(df, table)
     for key, value in partition.items():
         data = data.where(F.col(key) == value)  # never let a row escape its partition
-    writer = data.write.format("delta").partitionBy(*tables.PARTITIONS[table])
+    # mergeSchema: a column added to a table's schema in a later release is added to the existing table
+    writer = data.write.format("delta").option("mergeSchema", "true").partitionBy(*tables.PARTITIONS[table])
     path = tables.table_path(settings, table)
     if exists(spark, settings, table):
         writer.mode("overwrite").option("replaceWhere", _predicate(partition)).save(path)

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from liverec.catalog import decay, event_weight
 from liverec.cleaning import pseudonymise
 from liverec.config import ProfileSettings
+from liverec.embeddings import user_content_vectors
 
 
 def friend_pairs(social: DataFrame, key: bytes) -> DataFrame:
@@ -24,7 +25,8 @@ def friend_pairs(social: DataFrame, key: bytes) -> DataFrame:
 
 
 def build_profiles(events: DataFrame, items: DataFrame, social: DataFrame | None, conf: ProfileSettings,
-                   weights: dict[str, float], key: bytes) -> DataFrame:
+                   weights: dict[str, float], key: bytes, item_embeddings: DataFrame | None = None) -> DataFrame:
+    """One row per user; ``item_embeddings`` (item_id, embedding) adds the content vector (null without it)."""
     reference = events.agg(F.max("ts").alias("ref"))
     ev = (events.crossJoin(F.broadcast(reference))
           .withColumn("w", event_weight(weights) * decay(F.col("ts"), F.col("ref"), conf.half_life_days)))
@@ -55,11 +57,15 @@ def build_profiles(events: DataFrame, items: DataFrame, social: DataFrame | None
                             lambda s: s["item_id"]), 1, conf.recent_items).alias("recent_items"))
 
     profiles = (stats.join(counts, "user_id").join(recent, "user_id").join(affinity, "user_id", "left"))
+    item_w = ev.groupBy("user_id", "item_id").agg(F.sum("w").alias("w"))
+    if item_embeddings is not None:
+        profiles = profiles.join(user_content_vectors(item_w, item_embeddings), "user_id", "left")
+    else:
+        profiles = profiles.withColumn("content_vector", F.lit(None).cast("array<float>"))
 
     if social is not None:
         pairs = friend_pairs(social, key)
         friend_count = pairs.groupBy("user_id").agg(F.count("*").cast("int").alias("friend_count"))
-        item_w = ev.groupBy("user_id", "item_id").agg(F.sum("w").alias("w"))
         via_friends = (pairs.join(item_w.withColumnRenamed("user_id", "friend_id"), "friend_id")
                        .groupBy("user_id", "item_id").agg(F.sum("w").alias("w")))
         best = Window.partitionBy("user_id").orderBy(F.col("w").desc(), F.col("item_id"))

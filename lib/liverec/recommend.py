@@ -1,12 +1,13 @@
-"""Nightly top-N per active user: ALS where the user has factors, popularity in the user's favourite
-categories (or overall) where not; seen items never come back; every row says why."""
+"""Nightly top-N per active user: ALS where the user has factors (with slots for cold items close to the
+user's content vector), content similarity for users ALS does not know yet, popularity in the user's
+favourite categories (or overall) for the rest; seen items never come back; every row says why."""
 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from liverec import als
+from liverec import embeddings, vectors
 from liverec.config import RecommendSettings
 
 
@@ -23,38 +24,60 @@ def seen_items(events: DataFrame) -> DataFrame:
     return events.select("user_id", "item_id").distinct()
 
 
-def als_recommendations(users: DataFrame, user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame,
-                        n: int) -> DataFrame:
-    """(user_id, rank, item_id, score) for users that have factors."""
-    uf = user_factors.join(users, "user_id")
-    seen_idx = (seen.join(uf.select("user_id", "user_idx"), "user_id")
-                .join(item_factors.select("item_id", "item_idx"), "item_id")
+def _scored(user_vecs: DataFrame, item_vecs: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """(user_id, rank, item_id, score): top ``n`` unseen items by dot product.
+
+    user_vecs: (user_id, user_idx, features); item_vecs: (item_id, item_idx, features).
+    """
+    seen_idx = (seen.join(user_vecs.select("user_id", "user_idx"), "user_id")
+                .join(item_vecs.select("item_id", "item_idx"), "item_id")
                 .groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen")))
-    top = als.top_n(uf.select("user_idx", "features"), item_factors.select("item_idx", "features"), seen_idx, n)
+    top = vectors.top_k(user_vecs.select("user_idx", "features"), item_vecs.select("item_idx", "features"), seen_idx, n)
     rows = top.select("user_idx", F.posexplode(F.arrays_zip("items", "scores")).alias("pos", "x"))
-    return (rows.join(uf.select("user_id", "user_idx"), "user_idx")
-            .join(item_factors.select(F.col("item_idx").alias("x_item"), "item_id"),
-                  F.col("x.items") == F.col("x_item"))
+    return (rows.join(user_vecs.select("user_id", "user_idx"), "user_idx")
+            .join(item_vecs.select(F.col("item_idx").alias("x_item"), "item_id"), F.col("x.items") == F.col("x_item"))
             .select("user_id", (F.col("pos") + 1).alias("rank"), "item_id", F.col("x.scores").alias("score")))
 
 
-def reasons_from_history(recs: DataFrame, profiles: DataFrame, item_factors: DataFrame, items: DataFrame,
-                         history: int) -> DataFrame:
-    """For each ALS row, the user's recent item (of the last ``history``) most similar to it (cosine of item
-    factors), named by title."""
+def als_recommendations(users: DataFrame, user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame,
+                        n: int) -> DataFrame:
+    """(user_id, rank, item_id, score) for users that have factors."""
+    return _scored(user_factors.join(users, "user_id"), item_factors, seen, n)
+
+
+def content_recommendations(users: DataFrame, profiles: DataFrame, item_embeddings: DataFrame, seen: DataFrame,
+                            n: int, min_similarity: float = -1.0) -> DataFrame:
+    """(user_id, rank, item_id, score): the ``n`` unseen items whose text embedding is closest (cosine) to the
+    user's content vector, only those with a cosine of at least ``min_similarity``."""
+    user_vecs = (profiles.join(users, "user_id").where(F.col("content_vector").isNotNull())
+                 .select("user_id", F.col("content_vector").alias("features"))
+                 .withColumn("user_idx", (F.row_number().over(Window.orderBy("user_id")) - 1).cast("int")))
+    recs = _scored(user_vecs, embeddings.index_items(item_embeddings), seen, n)
+    recs = recs.where(F.col("score") >= min_similarity)
+    return recs.withColumn("rank", F.row_number().over(Window.partitionBy("user_id").orderBy("rank")))
+
+
+def cold_items(item_embeddings: DataFrame, events: DataFrame, max_users: int) -> DataFrame:
+    """Rows of ``item_embeddings`` whose item at most ``max_users`` distinct users interacted with (0 included)."""
+    users = events.groupBy("item_id").agg(F.countDistinct("user_id").alias("n_users"))
+    return (item_embeddings.join(users, "item_id", "left")
+            .where(F.coalesce(F.col("n_users"), F.lit(0)) <= max_users).drop("n_users"))
+
+
+def reasons_from_history(recs: DataFrame, profiles: DataFrame, item_vectors: DataFrame, items: DataFrame,
+                         history: int, prefix: str = "Because you showed interest in ") -> DataFrame:
+    """For each row, the user's recent item (of the last ``history``) most similar to it (cosine of
+    ``item_vectors``: item_id, features), named by title after ``prefix``."""
     recent = profiles.select("user_id", F.posexplode(F.slice("recent_items", 1, history)).alias("rp", "hist_id"))
-    vec = item_factors.select("item_id", "features")
-    cos = F.aggregate(F.zip_with("a", "b", lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x) / F.greatest(
-        F.sqrt(F.aggregate(F.transform("a", lambda x: x * x), F.lit(0.0), lambda acc, x: acc + x))
-        * F.sqrt(F.aggregate(F.transform("b", lambda x: x * x), F.lit(0.0), lambda acc, x: acc + x)), F.lit(1e-12))
+    vec = item_vectors.select("item_id", "features")
     pairs = (recs.select("user_id", "item_id").join(recent, "user_id")
              .join(vec.withColumnRenamed("features", "a"), "item_id")
              .join(vec.select(F.col("item_id").alias("hist_id"), F.col("features").alias("b")), "hist_id")
-             .withColumn("sim", cos))
+             .withColumn("sim", vectors.cosine("a", "b")))
     best = Window.partitionBy("user_id", "item_id").orderBy(F.col("sim").desc(), "rp")
     top = pairs.withColumn("_r", F.row_number().over(best)).where(F.col("_r") == 1)
     titled = top.join(items.select(F.col("item_id").alias("hist_id"), "title"), "hist_id", "left")
-    because = F.concat(F.lit("Because you showed interest in "),
+    because = F.concat(F.lit(prefix),
                        F.coalesce(F.concat(F.lit('"'), F.col("title"), F.lit('"')), F.concat(F.lit("item "), "hist_id")))
     return titled.select("user_id", "item_id", because.alias("reason"))
 
@@ -91,24 +114,58 @@ def popular_recommendations(users: DataFrame, events: DataFrame, items: DataFram
     return ranked.where(F.col("rank") <= conf.top_n).select("user_id", "rank", "item_id", "score", "source", "reason")
 
 
+def _with_reasons(recs: DataFrame, profiles: DataFrame, vecs: DataFrame, items: DataFrame, history: int,
+                  prefix: str, fallback: str, source: str, run_id: str | None, version: str) -> DataFrame:
+    why = reasons_from_history(recs, profiles, vecs, items, history, prefix)
+    return (recs.join(why, ["user_id", "item_id"], "left")
+            .withColumn("reason", F.coalesce("reason", F.lit(fallback)))
+            .withColumn("source", F.lit(source))
+            .withColumn("model_run_id", F.lit(run_id).cast("string"))
+            .withColumn("model_version", F.lit(version)))
+
+
 def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_factors: DataFrame | None,
-            item_factors: DataFrame | None, model_run_id: str | None, conf: RecommendSettings, ds: str) -> DataFrame:
-    """gold.recommendations rows for one ds."""
+            item_factors: DataFrame | None, model_run_id: str | None, conf: RecommendSettings, ds: str,
+            item_embeddings: DataFrame | None = None, content_version: str = "content") -> DataFrame:
+    """gold.recommendations rows for one ds.
+
+    Users with ALS factors: ALS, with up to ``content_slots`` of the last places given to cold items close to
+    their content vector. Users without factors but with a content vector (new users): content similarity.
+    Everyone else: popularity in their categories, then overall. item_embeddings: (item_id, embedding).
+    """
     users = active_users(events, conf.active_days).cache()
     seen = seen_items(events).join(users, "user_id").cache()
+    n, history = conf.top_n, conf.reason_history_items
     parts = []
     covered = users.limit(0)
+    emb_vecs = None
+    if item_embeddings is not None:
+        item_embeddings = item_embeddings.select("item_id", "embedding").where(F.col("embedding").isNotNull())
+        emb_vecs = item_embeddings.select("item_id", F.col("embedding").alias("features"))
     if user_factors is not None and item_factors is not None:
-        recs = als_recommendations(users, user_factors, item_factors, seen, conf.top_n).cache()
-        why = reasons_from_history(recs, profiles, item_factors, items, conf.reason_history_items)
-        als_rows = (recs.join(why, ["user_id", "item_id"], "left")
-                    .withColumn("reason", F.coalesce("reason", F.lit("People with tastes like yours chose it")))
-                    .withColumn("source", F.lit("als"))
-                    .withColumn("model_run_id", F.lit(model_run_id))
-                    .withColumn("model_version", F.lit(f"als:{model_run_id}")))
-        parts.append(als_rows)
+        recs = als_recommendations(users, user_factors, item_factors, seen, n).cache()
         covered = recs.select("user_id").distinct()
+        if item_embeddings is not None and conf.content_slots > 0:
+            cold = cold_items(item_embeddings, events, conf.cold_item_max_users)
+            listed = seen.unionByName(recs.select("user_id", "item_id"))  # a slot never repeats an ALS pick
+            slots = content_recommendations(covered, profiles, cold, listed, min(conf.content_slots, n),
+                                            conf.content_min_similarity)
+            taken = slots.groupBy("user_id").agg(F.count("*").alias("m"))
+            recs = (recs.join(taken, "user_id", "left")
+                    .where(F.col("rank") <= n - F.coalesce(F.col("m"), F.lit(0))).drop("m"))
+            slots = (slots.join(taken, "user_id").withColumn("rank", F.col("rank") + n - F.col("m")).drop("m"))
+            parts.append(_with_reasons(slots, profiles, emb_vecs, items, history, "Few have found it yet; close to ",
+                                       "Few have found it yet; close to what you like", "content", None,
+                                       content_version))
+        parts.append(_with_reasons(recs, profiles, item_factors, items, history, "Because you showed interest in ",
+                                   "People with tastes like yours chose it", "als", model_run_id,
+                                   f"als:{model_run_id}"))
     rest = users.join(covered, "user_id", "left_anti")
+    if item_embeddings is not None:
+        content = content_recommendations(rest, profiles, item_embeddings, seen, n).cache()
+        parts.append(_with_reasons(content, profiles, emb_vecs, items, history, "Similar to ",
+                                   "Close to what you looked at", "content", None, content_version))
+        rest = rest.join(content.select("user_id").distinct(), "user_id", "left_anti")
     pop_rows = (popular_recommendations(rest, events, items, profiles, seen, conf)
                 .withColumn("model_run_id", F.lit(None).cast("string"))
                 .withColumn("model_version", F.lit(f"popularity:{ds}")))
