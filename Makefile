@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt lib/liverec/jars.py
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -c requirements/constraints.txt -e '.[dev]'
+	$(PIP) install -c requirements/constraints.txt -e '.[dev,training]'
 	# Petastorm 0.13.1 pins setuptools<70, which conflicts with torch: install it alone, without deps
 	$(PIP) install -c requirements/constraints.txt $(PETASTORM_DEPS)
 	$(PIP) install --no-deps petastorm==0.13.1
@@ -53,6 +53,8 @@ benchmark: setup scratch
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python pipeline_stages.py --dataset both
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python als_blas.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python pipeline_stages.py --als-only-events 20000000
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python embeddings_cold_start.py
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ranker_ml100k.py
 
 clean-scratch:
 	rm -rf .liverec lakehouse demo_data

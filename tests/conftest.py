@@ -3,6 +3,8 @@ temporary lakehouse, and the real data sets from ../shared/data when they are th
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from liverec.config import Settings, load_settings
 from liverec.session import build_spark
 
 REPO = Path(__file__).resolve().parents[1]
+T0 = dt.datetime(2024, 3, 1)
 SHARED_DATA = Path(os.environ.get("LIVEREC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -56,6 +59,40 @@ def spark(base_dir: Path):
     session.stop()
 
 
+DEMO_DS = "2026-11-02"
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(tmp_path_factory, spark) -> Settings:
+    """The whole pipeline (every stage, the ranker included) once, on a small demo log, for ds DEMO_DS.
+
+    Tests that change its tables restore them (``restored``), so the order tests run in does not matter.
+    """
+    from liverec.cli import main
+
+    settings = settings_for(tmp_path_factory.mktemp("pipeline"))
+    small = ["--set", "demo.events=30000", "--set", "demo.users=500", "--set", "demo.items=400",
+             "--set", "ranker.epochs=4"]
+    assert main(["pipeline", *cli_args(settings), *small, "--ds", DEMO_DS]) == 0
+    return settings
+
+
+@contextlib.contextmanager
+def restored(spark, settings: Settings, *names: str):
+    """Put the named Delta tables back to their current versions when the block ends."""
+    from delta.tables import DeltaTable
+
+    from liverec import lakehouse, tables
+
+    before = {t: lakehouse.version(spark, settings, t) for t in names}
+    try:
+        yield
+    finally:
+        for table, version in before.items():
+            if version is not None and lakehouse.version(spark, settings, table) != version:
+                DeltaTable.forPath(spark, tables.table_path(settings, table)).restoreToVersion(version)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return settings_for(tmp_path)
@@ -75,3 +112,12 @@ def settings_factory(tmp_path: Path):
         return settings_for(tmp_path, *extra)
 
     return make
+
+
+def silver(spark, rows):
+    """rows: (user, item, type, days after T0[, value])"""
+    data = [(f"e{i}", r[0], r[1], r[2], r[4] if len(r) > 4 else None, T0 + dt.timedelta(days=r[3]), None, None,
+             "test", "2024-03-10") for i, r in enumerate(rows)]
+    return spark.createDataFrame(data, "event_id string, user_id string, item_id string, event_type string, "
+                                       "value double, ts timestamp, session_id string, price double, source string, "
+                                       "ds string")

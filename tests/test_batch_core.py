@@ -8,21 +8,10 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import als, catalog, evaluation, lakehouse, metrics, profiles, recommend, tables
+from liverec import als, catalog, evaluation, lakehouse, metrics, profiles, recommend, tables, vectors
 from liverec.cleaning import pseudonymise_value
 from liverec.cli import main
-from tests.conftest import cli_args
-
-T0 = dt.datetime(2024, 3, 1)
-
-
-def silver(spark, rows):
-    """rows: (user, item, type, days after T0[, value])"""
-    data = [(f"e{i}", r[0], r[1], r[2], r[4] if len(r) > 4 else None, T0 + dt.timedelta(days=r[3]), None, None,
-             "test", "2024-03-10") for i, r in enumerate(rows)]
-    return spark.createDataFrame(data, "event_id string, user_id string, item_id string, event_type string, "
-                                       "value double, ts timestamp, session_id string, price double, source string, "
-                                       "ds string")
+from tests.conftest import T0, cli_args, restored, silver
 
 
 def test_profiles_fuse_events_categories_and_friends(spark, settings):
@@ -60,7 +49,7 @@ def test_top_n_matches_brute_force_and_skips_seen(spark):
     seen = spark.createDataFrame([(i, [int(x) for x in rng.choice(40, 10, replace=False)]) for i in range(30)],
                                  "user_idx int, seen array<int>")
     seen_map = {r["user_idx"]: set(r["seen"]) for r in seen.collect()}
-    got = {r["user_idx"]: r for r in als.top_n(users, items, seen, 7).collect()}
+    got = {r["user_idx"]: r for r in vectors.top_k(users, items, seen, 7).collect()}
     for i in range(30):
         scores = U[i] @ V.T
         expected = [j for j in np.argsort(-scores) if j not in seen_map[i]][:7]
@@ -82,7 +71,7 @@ def test_als_learns_groups_and_survives_long_runs(spark, settings_factory, tmp_p
     ratings = pairs.join(users, "user_id").join(items, "item_id").select("user_idx", "item_idx", "strength")
     model = als.fit(spark, ratings, s.als, str(tmp_path / "ckpt"))  # 32 iterations: no StackOverflowError
     seen = ratings.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
-    recs = als.top_n(model.userFactors.withColumnRenamed("id", "user_idx"),
+    recs = vectors.top_k(model.userFactors.withColumnRenamed("id", "user_idx"),
                      model.itemFactors.withColumnRenamed("id", "item_idx"), seen, 3)
     names = {r["item_idx"]: r["item_id"] for r in items.collect()}
     ids = {r["user_idx"]: r["user_id"] for r in users.collect()}
@@ -135,17 +124,6 @@ def test_splits(spark):
     assert before.agg(F.max("ts")).collect()[0][0] < after.agg(F.min("ts")).collect()[0][0]
 
 
-@pytest.fixture(scope="module")
-def demo_pipeline(tmp_path_factory, spark):
-    from tests.conftest import settings_for
-
-    root = tmp_path_factory.mktemp("batch")
-    settings = settings_for(root)
-    small = ["--set", "demo.events=30000", "--set", "demo.users=500", "--set", "demo.items=400"]
-    assert main(["pipeline", *cli_args(settings), *small, "--ds", "2026-11-02"]) == 0
-    return settings
-
-
 @pytest.mark.slow
 def test_pipeline_writes_recommendations(spark, demo_pipeline, capsys):
     settings = demo_pipeline
@@ -177,12 +155,25 @@ def test_pipeline_writes_recommendations(spark, demo_pipeline, capsys):
 
 
 @pytest.mark.slow
-def test_users_without_factors_get_popular_in_their_categories(spark, demo_pipeline):
+def test_users_without_factors_get_content_then_popular_in_their_categories(spark, demo_pipeline):
     settings = demo_pipeline
     ds = "2026-11-02"
-    # drop the factors: every active user now falls back to popularity
+    with restored(spark, settings, tables.USER_FACTORS, tables.ITEM_EMBEDDINGS, tables.RECOMMENDATIONS):
+        _content_then_popular(spark, settings, ds)
+
+
+def _content_then_popular(spark, settings, ds):
+    # drop the factors: every active user is new to ALS and gets content candidates from its content vector
     uf = lakehouse.read(spark, settings, tables.USER_FACTORS).where(F.col("ds") == ds)
     lakehouse.overwrite_partition(spark, settings, tables.USER_FACTORS, uf.limit(0), {"ds": ds})
+    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds]) == 0
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds)
+    assert {r[0] for r in recs.select("source").distinct().collect()} == {"content"}
+    assert recs.where(~F.col("reason").startswith("Similar to") | ~F.col("model_version").startswith(
+        f"content:{settings.embeddings.model}@")).count() == 0
+    # drop the embeddings too: popularity, in the user's favourite categories first
+    emb = lakehouse.read(spark, settings, tables.ITEM_EMBEDDINGS).where(F.col("ds") == ds)
+    lakehouse.overwrite_partition(spark, settings, tables.ITEM_EMBEDDINGS, emb.limit(0), {"ds": ds})
     assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds]) == 0
     recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds)
     assert {r[0] for r in recs.select("source").distinct().collect()} <= {"popular_category", "popular"}

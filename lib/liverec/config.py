@@ -91,6 +91,46 @@ class RecommendSettings:
     popular_pool: int
     fallback_categories: int
     reason_history_items: int
+    content_slots: int
+    cold_item_max_users: int
+    content_min_similarity: float
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    model: str
+    device: str
+    batch_size: int
+    max_chars: int
+    torch_threads: int
+    partitions: int
+    neighbors: int
+
+
+@dataclass(frozen=True)
+class RankerSettings:
+    label_days: int
+    candidates: int
+    hard_negatives: int
+    random_negatives: int
+    recent_items: int
+    validation_fraction: float
+    seed: int
+    text_dim: int
+    attention_hidden: int
+    cross_layers: int
+    hidden_units: list[int]
+    dropout: float
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    patience: int
+    num_processes: int
+    local_mode: bool
+    use_gpu: bool
+    registered_model: str
+    champion_alias: str
 
 
 @dataclass(frozen=True)
@@ -129,7 +169,9 @@ class Settings:
     clean: CleanSettings
     profiles: ProfileSettings
     als: AlsSettings
+    embeddings: EmbeddingSettings
     recommend: RecommendSettings
+    ranker: RankerSettings
     evaluate: EvaluateSettings
     demo: DemoSettings
 

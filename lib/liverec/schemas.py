@@ -87,6 +87,8 @@ USER_PROFILES = StructType([
     StructField("recent_items", ArrayType(StringType()), False),  # last N distinct items, newest first
     StructField("friend_count", IntegerType(), False),
     StructField("friends_top_items", ArrayType(StringType()), True),  # friends' most weighted items
+    # unit-length recency-weighted mean of the embeddings of the user's items (null without embeddings)
+    StructField("content_vector", ArrayType(FloatType()), True),
     _s("ds", False),
 ])
 
@@ -112,9 +114,48 @@ RECOMMENDATIONS = StructType([
     _s("item_id", False),
     StructField("score", DoubleType(), False),
     _s("reason", False),  # human-readable: why this item
-    _s("source", False),  # als | popular_category | popular
+    _s("source", False),  # als | content | popular_category | popular
     _s("model_run_id"),  # MLflow run that produced the model behind the score (null for popularity)
     _s("model_version", False),  # e.g. als:<run id>, or popularity:<ds>
+    _s("ds", False),
+])
+
+ITEM_EMBEDDINGS = StructType([
+    _s("item_id", False),
+    _s("text_hash", False),  # sha256 of model name + text: a rerun re-encodes only items whose hash changed
+    _s("text_source", False),  # text (title/description with categories) | category (fallback: categories only)
+    StructField("embedding", ArrayType(FloatType()), False),  # unit length
+    _s("model", False),  # the encoder (conf embeddings.model)
+    _s("ds", False),
+])
+
+ITEM_NEIGHBORS = StructType([
+    _s("item_id", False),
+    StructField("rank", IntegerType(), False),  # 1 = most similar
+    _s("neighbor_id", False),
+    StructField("similarity", DoubleType(), False),  # cosine of the text embeddings
+    _s("model", False),
+    _s("ds", False),
+])
+
+RANKER_EXAMPLES = StructType([
+    _s("user_id", False),
+    _s("item_id", False),
+    StructField("label", DoubleType(), False),  # 1 = the user interacted with the item in the label window
+    _s("split", False),  # train | valid (by a hash of the user id)
+    StructField("dense", ArrayType(FloatType()), False),  # liverec.ranker.examples.DENSE_FEATURES, in order
+    StructField("recent_items", ArrayType(StringType()), True),  # the user's last items before the cut-off
+    StructField("item_idx", IntegerType(), False),  # in gold.ranker_items of the same ds (0 = unknown)
+    StructField("recent_idx", ArrayType(IntegerType()), True),
+    StructField("cutoff_ts", TimestampType(), False),  # features use events up to here, labels after it
+    _s("ds", False),
+])
+
+RANKER_ITEMS = StructType([  # the ranker's item vocabulary and its embedding tables' initial values
+    _s("item_id", False),
+    StructField("item_idx", IntegerType(), False),  # from 1; 0 is padding / unknown
+    StructField("als_factor", ArrayType(FloatType()), True),  # ALS on the history before the cut-off
+    StructField("text_embedding", ArrayType(FloatType()), True),
     _s("ds", False),
 ])
 
@@ -128,4 +169,8 @@ SCHEMAS: dict[str, StructType] = {
     tables.USER_FACTORS: USER_FACTORS,
     tables.ITEM_FACTORS: ITEM_FACTORS,
     tables.RECOMMENDATIONS: RECOMMENDATIONS,
+    tables.ITEM_EMBEDDINGS: ITEM_EMBEDDINGS,
+    tables.ITEM_NEIGHBORS: ITEM_NEIGHBORS,
+    tables.RANKER_EXAMPLES: RANKER_EXAMPLES,
+    tables.RANKER_ITEMS: RANKER_ITEMS,
 }

@@ -18,7 +18,19 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from liverec import als, catalog, cleaning, demo_data, evaluation, ingest, lakehouse, profiles, recommend, tables
+from liverec import (
+    als,
+    catalog,
+    cleaning,
+    demo_data,
+    embeddings,
+    evaluation,
+    ingest,
+    lakehouse,
+    profiles,
+    recommend,
+    tables,
+)
 from liverec.config import Settings
 from liverec.errors import BalanceError, InputError
 from liverec.progress import Progress
@@ -187,6 +199,75 @@ def _restore(spark: SparkSession, settings: Settings, before: dict[str, int | No
         DeltaTable.forPath(spark, path).restoreToVersion(version)
 
 
+# --------------------------------------------------------------------------- embeddings
+
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--full", action="store_true",
+                   help="re-encode every item (default: only items whose text or model changed since the last run)")
+
+
+def latest_embeddings(ctx: Context) -> tuple[DataFrame | None, str | None]:
+    """gold.item_embeddings' newest partition up to ds, and its ds (None, None when there is none)."""
+    emb_ds = lakehouse.latest_ds(ctx.spark, ctx.settings, tables.ITEM_EMBEDDINGS, ctx.ds)
+    if emb_ds is None:
+        return None, None
+    return lakehouse.read(ctx.spark, ctx.settings, tables.ITEM_EMBEDDINGS).where(F.col("ds") == emb_ds), emb_ds
+
+
+def run_embed_items(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import time
+
+    import mlflow
+
+    spark, settings, progress, conf, ds = ctx.spark, ctx.settings, ctx.progress, ctx.settings.embeddings, ctx.ds
+    if conf.batch_size <= 0 or conf.neighbors <= 0 or conf.max_chars <= 0:
+        raise InputError("embeddings.batch_size, embeddings.neighbors and embeddings.max_chars must be positive")
+    texts = embeddings.item_texts(catalog.latest_items(spark, settings, ds), conf).cache()
+    n_items = texts.count()
+    if n_items == 0:
+        raise InputError(f"bronze.items has no items up to ds={ds}: ingest a source with items first "
+                         "(demo, movielens, online_retail, or events with --items)")
+    by_source = {r["text_source"]: r["count"] for r in texts.groupBy("text_source").count().collect()}
+    no_text = by_source.get(None, 0)
+    progress.step("item texts", n_items, with_text=by_source.get(embeddings.TEXT_SOURCE_TEXT, 0),
+                  category_fallback=by_source.get(embeddings.TEXT_SOURCE_CATEGORY, 0), no_text_skipped=no_text)
+    mlflow.log_params({f"embeddings.{k}": v for k, v in dataclasses.asdict(conf).items()})
+
+    previous, prev_ds = (None, None) if getattr(args, "full", False) else latest_embeddings(ctx)
+    to_encode, reused = embeddings.plan_incremental(texts.where(F.col("text").isNotNull()), previous)
+    n_encode, n_reused = to_encode.count(), reused.count()
+    partitions = max(1, min(conf.partitions or spark.sparkContext.defaultParallelism, n_encode or 1))
+    started = time.monotonic()
+    encoded = embeddings.encode(to_encode, conf, partitions).persist(StorageLevel.MEMORY_AND_DISK)
+    encoded.count()
+    seconds = time.monotonic() - started
+    failed = encoded.where(F.col("embedding").isNull()).count()
+    rate = n_encode / seconds if seconds > 0 and n_encode else 0.0
+    progress.step("encode", n_encode, seconds=round(seconds, 1), items_per_s=round(rate, 1), reused=n_reused,
+                  reused_from_ds=prev_ds, failed=failed, tasks=partitions)
+
+    tag = [F.lit(conf.model).alias("model"), F.lit(ds).alias("ds")]
+    vectors_ = encoded.where(F.col("embedding").isNotNull()).unionByName(reused).select("*", *tag)
+    v_emb = lakehouse.overwrite_partition(spark, settings, tables.ITEM_EMBEDDINGS, vectors_, {"ds": ds})
+    n_vectors = _written_rows(spark, settings, tables.ITEM_EMBEDDINGS)
+    progress.step("write gold.item_embeddings", n_vectors, version=v_emb)
+    encoded.unpersist()
+    texts.unpersist()
+
+    written = lakehouse.read(spark, settings, tables.ITEM_EMBEDDINGS, v_emb).where(F.col("ds") == ds)
+    near = embeddings.neighbors(written, conf.neighbors).select("*", *tag)
+    v_near = lakehouse.overwrite_partition(spark, settings, tables.ITEM_NEIGHBORS, near, {"ds": ds})
+    n_near = _written_rows(spark, settings, tables.ITEM_NEIGHBORS)
+    progress.step("write gold.item_neighbors", n_near, version=v_near, k=conf.neighbors)
+    summary = {"items": n_items, "encoded": n_encode, "reused": n_reused, "no_text_skipped": no_text,
+               "category_fallback": by_source.get(embeddings.TEXT_SOURCE_CATEGORY, 0), "failed": failed,
+               "vectors": n_vectors, "encode_seconds": seconds, "items_per_second": rate, "neighbor_rows": n_near,
+               "item_embeddings_version": v_emb, "item_neighbors_version": v_near}
+    if failed:
+        progress.info(f"{failed} items got no finite vector from the encoder and have no row in gold.item_embeddings")
+    return summary
+
+
 # --------------------------------------------------------------------------- profiles
 
 def _no_args(p: argparse.ArgumentParser) -> None:
@@ -212,7 +293,11 @@ def run_profiles(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         social = lakehouse.read(spark, settings, tables.BRONZE_SOCIAL).where(F.col("ds") <= ctx.ds)
     progress.step("read silver.events", n_events)
     key = cleaning.id_key(settings)
-    built = profiles.build_profiles(events, items, social, settings.profiles, settings.clean.event_weights, key)
+    emb, _ = latest_embeddings(ctx)
+    if emb is None:
+        progress.info("no gold.item_embeddings up to this ds: profiles get no content vector (run embed_items)")
+    built = profiles.build_profiles(events, items, social, settings.profiles, settings.clean.event_weights, key,
+                                    emb)
     version = lakehouse.overwrite_partition(spark, settings, tables.USER_PROFILES, built.withColumn("ds", F.lit(ctx.ds)),
                                             {"ds": ctx.ds})
     rows = _written_rows(spark, settings, tables.USER_PROFILES)
@@ -290,7 +375,12 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         run_id = uf.select("model_run_id").first()["model_run_id"]
         mlflow.log_params({"als_factors_ds": factor_ds, "als_run_id": run_id})
     progress.step("read inputs", None, profiles_ds=profile_ds, factors_ds=factor_ds)
-    recs = recommend.nightly(events, items, user_profiles, uf, itf, run_id, settings.recommend, ds)
+    mlflow.log_params({f"recommend.{k}": v for k, v in dataclasses.asdict(settings.recommend).items()})
+    emb, emb_ds = latest_embeddings(ctx)
+    if emb is None:
+        progress.info("no gold.item_embeddings up to this ds: no content candidates (run embed_items)")
+    version_tag = f"content:{settings.embeddings.model}@{emb_ds}"
+    recs = recommend.nightly(events, items, user_profiles, uf, itf, run_id, settings.recommend, ds, emb, version_tag)
     version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, recs, {"ds": ds})
     written = lakehouse.read(spark, settings, tables.RECOMMENDATIONS, version).where(F.col("ds") == ds)
     by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
@@ -299,6 +389,124 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                   **{f"from_{k}": v for k, v in sorted(by_source.items())})
     return {"rows": sum(by_source.values()), "users": n_users, "recommendations_version": version,
             **{f"rows_{k}": v for k, v in by_source.items()}}
+
+
+# --------------------------------------------------------------------------- ranker
+
+def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import mlflow
+
+    from liverec.ranker import examples as ex
+
+    spark, settings, progress, conf, ds = ctx.spark, ctx.settings, ctx.progress, ctx.settings.ranker, ctx.ds
+    if conf.label_days <= 0 or conf.candidates <= 0 or conf.recent_items <= 0:
+        raise InputError("ranker.label_days, ranker.candidates and ranker.recent_items must be positive")
+    if not 0 < conf.validation_fraction < 1:
+        raise InputError(f"ranker.validation_fraction must be between 0 and 1, got {conf.validation_fraction}")
+    events = _require_silver(ctx)
+    history, label, cutoff = ex.window_cut(events, conf.label_days)
+    history, label = history.cache(), label.cache()
+    n_hist, n_label = history.count(), label.count()
+    if n_hist == 0 or n_label == 0:
+        raise InputError(f"splitting at {conf.label_days} days before the newest event leaves {n_hist:,} history and "
+                         f"{n_label:,} label events: both must be non-empty (change ranker.label_days)")
+    progress.step("window cut", n_hist + n_label, history=n_hist, label=n_label, cutoff=str(cutoff))
+    mlflow.log_params({f"ranker.{k}": v for k, v in dataclasses.asdict(conf).items()
+                       if k in ("label_days", "candidates", "hard_negatives", "random_negatives", "recent_items",
+                                "validation_fraction", "seed")})
+    mlflow.log_params({"cutoff_ts": str(cutoff), "input_version.silver.events":
+                       lakehouse.version(spark, settings, tables.SILVER_EVENTS)})
+    emb, emb_ds = latest_embeddings(ctx)
+    if emb is None:
+        progress.info("no gold.item_embeddings up to this ds: content features are 0 (run embed_items first)")
+    social = None
+    if lakehouse.exists(spark, settings, tables.BRONZE_SOCIAL):
+        social = lakehouse.read(spark, settings, tables.BRONZE_SOCIAL).where(F.col("ds") <= ds)
+    items = catalog.latest_items(spark, settings, ds)
+    feats = ex.history_features(spark, history, items, emb, social, settings, cleaning.id_key(settings),
+                                tables.checkpoint_path(settings, "ranker-als", ds))
+    progress.step("history features", feats.users.count(), items=feats.items.count())
+    vocab = ex.vocabulary(feats).cache()
+    rows = ex.with_indices(ex.build_examples(feats, label, settings), vocab).withColumn(
+        "cutoff_ts", F.lit(cutoff)).withColumn("ds", F.lit(ds))
+    v_items = lakehouse.overwrite_partition(spark, settings, tables.RANKER_ITEMS, vocab.withColumn("ds", F.lit(ds)),
+                                            {"ds": ds})
+    n_vocab = _written_rows(spark, settings, tables.RANKER_ITEMS)
+    progress.step("write gold.ranker_items", n_vocab, version=v_items)
+    v_ex = lakehouse.overwrite_partition(spark, settings, tables.RANKER_EXAMPLES, rows, {"ds": ds})
+    written = lakehouse.read(spark, settings, tables.RANKER_EXAMPLES, v_ex).where(F.col("ds") == ds)
+    counts = {(r["split"], r["label"]): r["count"] for r in written.groupBy("split", "label").count().collect()}
+    n_rows = sum(counts.values())
+    summary = {"examples": n_rows, "history_events": n_hist, "label_events": n_label, "items": n_vocab,
+               "ranker_examples_version": v_ex, "ranker_items_version": v_items, "embeddings_ds": emb_ds,
+               **{f"{sp}_{'positive' if lab else 'negative'}": n for (sp, lab), n in counts.items()}}
+    progress.step("write gold.ranker_examples", n_rows, version=v_ex,
+                  **{k: v for k, v in summary.items() if k.startswith(("train_", "valid_"))})
+    for df in (history, label, vocab):
+        df.unpersist()
+    return summary
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-processes", type=int, help="DDP processes (default: conf ranker.num_processes)")
+
+
+def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import mlflow
+
+    from liverec.ranker import registry, train
+
+    spark, settings, progress, conf, ds = ctx.spark, ctx.settings, ctx.progress, ctx.settings.ranker, ctx.ds
+    world = getattr(args, "num_processes", None) or conf.num_processes
+    if world <= 0:
+        raise InputError(f"the number of processes must be positive, got {world}")
+    ex_ds = lakehouse.latest_ds(spark, settings, tables.RANKER_EXAMPLES, ds)
+    if ex_ds is None:
+        raise InputError(f"gold.ranker_examples has no partition up to ds={ds}: run build_ranker_examples first")
+    rows = lakehouse.read(spark, settings, tables.RANKER_EXAMPLES).where(F.col("ds") == ex_ds)
+    vocab = lakehouse.read(spark, settings, tables.RANKER_ITEMS).where(F.col("ds") == ex_ds).cache()
+    factor = vocab.where(F.col("als_factor").isNotNull()).select(F.size("als_factor")).first()
+    id_dim = int(factor[0]) if factor else settings.als.rank
+    mlflow.log_params({f"ranker.{k}": v for k, v in dataclasses.asdict(conf).items()})
+    mlflow.log_params({"examples_ds": ex_ds, "num_processes_used": world, "id_dim": id_dim,
+                       "input_version.gold.ranker_examples": lakehouse.version(spark, settings,
+                                                                                tables.RANKER_EXAMPLES)})
+    cache_url = Path(settings.scratch_dir, "petastorm", ds).resolve().as_uri() \
+        if "://" not in settings.scratch_dir else f"{settings.scratch_dir.rstrip('/')}/petastorm/{ds}"
+    result = train.fit(spark, rows, vocab, conf, id_dim, cache_url, world)
+    for h in result.history:
+        mlflow.log_metrics({"loss": h["loss"], "val_ndcg_at_10": h["val_ndcg_at_10"],
+                            "examples_per_s": h["examples_per_s"]}, step=int(h["epoch"]))
+    mlflow.log_metrics({"best_val_ndcg_at_10": result.best_ndcg, "best_epoch": result.best_epoch,
+                        "train_examples_per_s": result.examples_per_s})
+    progress.step("train", result.train_examples, processes=world, device=result.device, epochs=len(result.history),
+                  best_epoch=result.best_epoch, best_val_ndcg=round(result.best_ndcg, 4),
+                  examples_per_s=round(result.examples_per_s, 1))
+
+    # the model as a pyfunc: check it scores the validation set as the training loop did, then register
+    valid = rows.where(F.col("split") == "valid").select("user_id", "item_id", "label", "dense", "recent_items") \
+        .toPandas()
+    model = train.load_model(result.shape, result.state)
+    vocab_map = {r["item_id"]: int(r["item_idx"]) for r in vocab.select("item_id", "item_idx").toLocalIterator()}
+    example = registry.pyfunc_frame(valid.head(5))
+    info = registry.log_model(result.shape, result.state, vocab_map, conf.recent_items, example)
+    pyfunc = mlflow.pyfunc.load_model(info.model_uri)
+    pyfunc_ndcg = registry.validation_ndcg(lambda f: pyfunc.predict(f)["score"].to_numpy(), valid)
+    final = registry.pyfunc_frame(valid.head(50))
+    mlflow.log_dict({"input": final.to_dict(orient="list"),
+                     "scores": pyfunc.predict(final)["score"].tolist()}, "final_scores.json")
+    mlflow.log_metric("pyfunc_val_ndcg_at_10", pyfunc_ndcg)
+    del model
+    version = mlflow.register_model(info.model_uri, conf.registered_model).version
+    decision = registry.promote(conf.registered_model, conf.champion_alias, str(version), pyfunc_ndcg, valid)
+    mlflow.log_params({f"promotion.{k}": v for k, v in decision.items()})
+    progress.step("register", None, model=conf.registered_model, version=version,
+                  promoted=decision["promoted"], reason=decision["reason"])
+    vocab.unpersist()
+    return {"version": version, "best_val_ndcg_at_10": result.best_ndcg, "pyfunc_val_ndcg_at_10": pyfunc_ndcg,
+            "epochs": len(result.history), "train_examples_per_s": result.examples_per_s,
+            "train_examples": result.train_examples, "valid_examples": result.valid_examples, **{
+                f"promotion_{k}": v for k, v in decision.items()}}
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -352,9 +560,15 @@ STAGES: dict[str, Stage] = {
         Stage("ingest", "read a source into bronze.events / bronze.items / bronze.social", _ingest_args, run_ingest),
         Stage("clean", "bronze.events -> silver.events + silver.quarantine, with a row balance", _clean_args,
               run_clean),
+        Stage("embed_items", "item text -> gold.item_embeddings (sentence encoder) + gold.item_neighbors",
+              _embed_args, run_embed_items),
         Stage("build_profiles", "silver.events (+ items, social) -> gold.user_profiles", _no_args, run_profiles),
         Stage("train_als", "implicit ALS -> gold.user_factors, gold.item_factors, logged to MLflow", _no_args,
               run_train_als),
+        Stage("build_ranker_examples", "labelled examples with leak-free features -> gold.ranker_examples",
+              _no_args, run_build_ranker_examples),
+        Stage("train_ranker", "Petastorm + TorchDistributor DDP training, MLflow registry and promotion gate",
+              _train_args, run_train_ranker),
         Stage("recommend_nightly", "top N per active user -> gold.recommendations (partition ds)", _no_args,
               run_recommend),
         Stage("evaluate", "hold-out evaluation of popularity and ALS -> Markdown report, plot, MLflow",
@@ -362,4 +576,5 @@ STAGES: dict[str, Stage] = {
     )
 }
 # the order `liverec pipeline` runs them in
-PIPELINE = ("ingest", "clean", "build_profiles", "train_als", "recommend_nightly", "evaluate")
+PIPELINE = ("ingest", "clean", "embed_items", "build_profiles", "train_als", "build_ranker_examples", "train_ranker",
+            "recommend_nightly", "evaluate")

@@ -13,9 +13,14 @@ USER_PROFILES = "gold.user_profiles"
 USER_FACTORS = "gold.user_factors"
 ITEM_FACTORS = "gold.item_factors"
 RECOMMENDATIONS = "gold.recommendations"
+ITEM_EMBEDDINGS = "gold.item_embeddings"
+ITEM_NEIGHBORS = "gold.item_neighbors"
+RANKER_EXAMPLES = "gold.ranker_examples"
+RANKER_ITEMS = "gold.ranker_items"
 
 ALL_TABLES = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_SOCIAL, SILVER_EVENTS, SILVER_QUARANTINE, USER_PROFILES,
-              USER_FACTORS, ITEM_FACTORS, RECOMMENDATIONS)
+              USER_FACTORS, ITEM_FACTORS, RECOMMENDATIONS, ITEM_EMBEDDINGS, ITEM_NEIGHBORS,
+              RANKER_EXAMPLES, RANKER_ITEMS)
 
 # partition columns per table
 PARTITIONS: dict[str, tuple[str, ...]] = {
@@ -28,6 +33,10 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     USER_FACTORS: ("ds",),
     ITEM_FACTORS: ("ds",),
     RECOMMENDATIONS: ("ds",),
+    ITEM_EMBEDDINGS: ("ds",),
+    ITEM_NEIGHBORS: ("ds",),
+    RANKER_EXAMPLES: ("ds",),
+    RANKER_ITEMS: ("ds",),
 }
 
 

@@ -1,0 +1,114 @@
+"""The deep ranker: target attention over the user's recent items (DIN-style) and a cross/deep tower
+over the dense features.
+
+An item is represented by its id embedding (initialised from the ALS item factors, trained) next to a
+projection of its frozen 384-d text embedding. The user's interest in a target item is the
+attention-weighted sum of the representations of their recent items, weighted by a small MLP over
+[recent, target, recent - target, recent * target] (Zhou et al., Deep Interest Network, 2018), masked
+where the sequence is padded. Dense features are standardised with the training set's statistics
+(kept inside the model, so serving needs nothing else), then [target, interest, dense] goes through a
+cross network (Wang et al., DCN, 2017) and a deep MLP side by side; one logit comes out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class RankerShape:
+    n_items: int  # vocabulary size, padding index 0 included
+    id_dim: int
+    text_in: int
+    text_dim: int
+    n_dense: int
+    attention_hidden: int
+    cross_layers: int
+    hidden_units: tuple[int, ...]
+    dropout: float
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden_units"] = list(self.hidden_units)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RankerShape:
+        return cls(**{**d, "hidden_units": tuple(d["hidden_units"])})
+
+
+class Ranker(nn.Module):
+    def __init__(self, shape: RankerShape, id_init: np.ndarray | None = None, text_table: np.ndarray | None = None,
+                 dense_mean: np.ndarray | None = None, dense_std: np.ndarray | None = None):
+        super().__init__()
+        self.shape = shape
+        self.item_id = nn.Embedding(shape.n_items, shape.id_dim, padding_idx=0)
+        nn.init.normal_(self.item_id.weight, std=0.05)
+        if id_init is not None:
+            with torch.no_grad():
+                self.item_id.weight.copy_(torch.as_tensor(id_init, dtype=torch.float32))
+        text = torch.zeros(shape.n_items, shape.text_in) if text_table is None else \
+            torch.as_tensor(text_table, dtype=torch.float32)
+        self.register_buffer("text_table", text)
+        self.text_proj = nn.Linear(shape.text_in, shape.text_dim)
+        item_dim = shape.id_dim + shape.text_dim
+        self.attention = nn.Sequential(nn.Linear(4 * item_dim, shape.attention_hidden), nn.ReLU(),
+                                       nn.Linear(shape.attention_hidden, 1))
+        mean = torch.zeros(shape.n_dense) if dense_mean is None else torch.as_tensor(dense_mean, dtype=torch.float32)
+        std = torch.ones(shape.n_dense) if dense_std is None else torch.as_tensor(dense_std, dtype=torch.float32)
+        self.register_buffer("dense_mean", mean)
+        self.register_buffer("dense_std", torch.clamp(std, min=1e-6))
+        x_dim = 2 * item_dim + shape.n_dense
+        self.cross_w = nn.ParameterList([nn.Parameter(torch.randn(x_dim) * 0.01) for _ in range(shape.cross_layers)])
+        self.cross_b = nn.ParameterList([nn.Parameter(torch.zeros(x_dim)) for _ in range(shape.cross_layers)])
+        layers: list[nn.Module] = []
+        width = x_dim
+        for units in shape.hidden_units:
+            layers += [nn.Linear(width, units), nn.ReLU(), nn.Dropout(shape.dropout)]
+            width = units
+        self.deep = nn.Sequential(*layers)
+        self.out = nn.Linear(x_dim + width, 1)
+
+    def item_repr(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.item_id(idx), self.text_proj(self.text_table[idx])], dim=-1)
+
+    def forward(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """item_idx (B,), recent_idx (B, L) with 0 as padding, dense (B, n_dense) -> logits (B,)."""
+        target = self.item_repr(item_idx)  # (B, D)
+        hist = self.item_repr(recent_idx)  # (B, L, D)
+        t = target.unsqueeze(1).expand_as(hist)
+        weights = self.attention(torch.cat([hist, t, hist - t, hist * t], dim=-1)).squeeze(-1)  # (B, L)
+        mask = recent_idx > 0
+        weights = weights.masked_fill(~mask, float("-inf"))
+        attn = torch.softmax(weights, dim=-1)
+        attn = torch.nan_to_num(attn, nan=0.0)  # a user with no known recent item: no interest vector
+        interest = (attn.unsqueeze(-1) * hist).sum(dim=1)
+        x0 = torch.cat([target, interest, (dense - self.dense_mean) / self.dense_std], dim=-1)
+        x = x0
+        for w, b in zip(self.cross_w, self.cross_b, strict=True):
+            x = x0 * (x @ w).unsqueeze(-1) + b + x
+        return self.out(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
+
+
+def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k over groups (users) that have at least one positive: the validation metric."""
+    order = np.lexsort((-scores, groups))
+    g, lab = groups[order], labels[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[starts[1:], len(g)]
+    total, n = 0.0, 0
+    for s, e in zip(starts, ends, strict=True):
+        rel = lab[s:e]
+        n_pos = int(rel.sum())
+        if n_pos == 0:
+            continue
+        top = rel[:k]
+        dcg = float((top / np.log2(np.arange(2, len(top) + 2))).sum())
+        idcg = float((1.0 / np.log2(np.arange(2, min(n_pos, k) + 2))).sum())
+        total += dcg / idcg
+        n += 1
+    return total / n if n else 0.0

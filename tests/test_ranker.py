@@ -1,0 +1,127 @@
+"""The deep ranker: leak-free examples, the model, a real two-process TorchDistributor run through
+Petastorm, the MLflow registry and the promotion gate."""
+
+import datetime as dt
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from pyspark.sql import functions as F
+
+from liverec import lakehouse, tables
+from liverec.cli import main
+from liverec.ranker import examples as ex
+from liverec.ranker.model import Ranker, RankerShape, ndcg_at_k
+from tests.conftest import DEMO_DS, T0, cli_args, silver
+
+
+def _log(n_users=24, n_items=16, days=30, seed=3):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        group = u % 2
+        for _ in range(12):
+            item = int(rng.integers(0, n_items // 2)) + group * (n_items // 2)
+            rows.append((f"u{u}", f"i{item}", str(rng.choice(["view", "click", "purchase"])),
+                         float(rng.uniform(0, days))))
+    return rows
+
+
+def test_features_never_see_the_label_window(spark, settings):
+    """Changing everything after the cut-off changes labels only: every feature stays the same."""
+    rows = _log()
+    cut_day = 30 - settings.ranker.label_days
+    newest = max(r[3] for r in rows)
+    # the same log, plus a burst of label-window events (same newest event, so the same cut-off)
+    burst = [(f"u{u}", f"i{i}", "purchase", cut_day + 1) for u in range(0, 24, 3) for i in range(16)]
+    burst += [("u_new", "i1", "purchase", cut_day + 2)]
+
+    def features(extra):
+        events = silver(spark, rows + extra)
+        history, label, cutoff = ex.window_cut(events, settings.ranker.label_days)
+        assert cutoff == T0 + dt.timedelta(days=newest - settings.ranker.label_days)
+        f = ex.history_features(spark, history, spark.createDataFrame([], "item_id string, categories array<string>"),
+                                None, None, settings, b"k", str(settings.scratch_dir) + "/ckpt")
+        examples = ex.build_examples(f, label, settings)
+        return {(r["user_id"], r["item_id"]): r for r in examples.collect()}, history, label
+
+    plain, history, label = features([])
+    bursty, _, _ = features(burst)
+    common = set(plain) & set(bursty)
+    assert len(common) > 50
+    for key in common:
+        assert plain[key]["dense"] == bursty[key]["dense"], key
+        assert plain[key]["recent_items"] == bursty[key]["recent_items"], key
+    # positives are label-window items the user had not touched before; recent items all come from the history
+    hist = {(r["user_id"], r["item_id"]) for r in history.collect()}
+    lab = {(r["user_id"], r["item_id"]) for r in label.collect()}
+    for key, r in plain.items():
+        assert key not in hist
+        assert (r["label"] == 1.0) == (key in lab)
+        assert all((key[0], i) in hist for i in r["recent_items"])
+    assert {r["split"] for r in plain.values()} == {"train", "valid"}
+    assert len(ex.DENSE_FEATURES) == len(next(iter(plain.values()))["dense"])
+
+
+def test_model_masks_padding_and_ndcg():
+    shape = RankerShape(n_items=6, id_dim=4, text_in=8, text_dim=3, n_dense=2, attention_hidden=5, cross_layers=2,
+                        hidden_units=(8, 4), dropout=0.0)
+    torch.manual_seed(0)
+    model = Ranker(shape, np.random.default_rng(0).normal(size=(6, 4)), np.ones((6, 8)), np.zeros(2), np.ones(2))
+    model.eval()
+    item = torch.tensor([1, 2])
+    dense = torch.tensor([[0.5, 1.0], [0.1, 0.2]])
+    a = model(item, torch.tensor([[3, 4, 0, 0], [5, 0, 0, 0]]), dense)
+    b = model(item, torch.tensor([[3, 4, 0], [5, 0, 0]]), dense)  # padding length does not matter
+    assert torch.allclose(a, b) and a.shape == (2,)
+    empty = model(item, torch.zeros(2, 4, dtype=torch.long), dense)  # no history: finite scores
+    assert torch.isfinite(empty).all()
+    # NDCG@10 by hand: user 1 ranks its positive 2nd (1/log2(3)); user 2 first (1); user 3 has no positive
+    scores = np.array([0.9, 0.5, 0.1, 0.8, 0.2, 0.3])
+    labels = np.array([0, 1, 0, 1, 0, 0])
+    groups = np.array([1, 1, 1, 2, 2, 3])
+    assert ndcg_at_k(scores, labels, groups, 10) == pytest.approx((1 / np.log2(3) + 1) / 2)
+
+
+@pytest.mark.slow
+def test_two_process_training_registry_and_gate(spark, demo_pipeline, capsys):
+    """The pipeline trained the ranker with 2 DDP processes (gloo) through Petastorm and made it champion;
+    the champion loads from the registry and scores as it did at the end of training; a worse model is
+    registered but not promoted, and the decision names both numbers."""
+    settings = demo_pipeline
+    client = mlflow.MlflowClient(settings.tracking_uri())
+    name, alias = settings.ranker.registered_model, settings.ranker.champion_alias
+    champion = client.get_model_version_by_alias(name, alias)
+    run = client.get_run(champion.run_id)
+    assert run.data.params["num_processes_used"] == "2" and run.data.params["promotion.promoted"] == "True"
+    epochs = client.get_metric_history(run.info.run_id, "val_ndcg_at_10")
+    assert len(epochs) >= 2 and run.data.metrics["best_val_ndcg_at_10"] == max(m.value for m in epochs)
+    assert run.data.metrics["pyfunc_val_ndcg_at_10"] == pytest.approx(run.data.metrics["best_val_ndcg_at_10"],
+                                                                      abs=1e-9)
+    examples = lakehouse.read(spark, settings, tables.RANKER_EXAMPLES).where(F.col("ds") == DEMO_DS)
+    assert examples.where(F.col("label") == 1).count() > 0 and examples.select("split").distinct().count() == 2
+
+    mlflow.set_tracking_uri(settings.tracking_uri())
+    logged = json.loads(open(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                                  artifact_path="final_scores.json")).read())
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    import pandas as pd
+
+    frame = pd.DataFrame(logged["input"])
+    assert model.metadata.signature is not None and model.metadata.get_input_schema().input_names()[:2] == [
+        "item_id", "recent_items"]
+    assert np.array_equal(model.predict(frame)["score"].to_numpy(), np.array(logged["scores"]))
+
+    # an untrained model (learning rate 0) cannot beat the champion: registered, not promoted
+    capsys.readouterr()
+    assert main(["run", "train_ranker", *cli_args(settings), "--ds", DEMO_DS, "--set", "ranker.epochs=1",
+                 "--set", "ranker.learning_rate=0.0", "--num-processes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "promoted=False" in out and f"does not beat champion v{champion.version}" in out, out
+    assert client.get_model_version_by_alias(name, alias).version == champion.version
+    latest = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    params = client.get_run(latest.run_id).data.params
+    assert int(latest.version) == int(champion.version) + 1 and params["promotion.promoted"] == "False"
+    assert float(params["promotion.champion_val_ndcg_at_10"]) > float(params["promotion.new_val_ndcg_at_10"])
