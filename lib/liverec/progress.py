@@ -27,7 +27,8 @@ class Progress:
             self.metrics[f"{name}_rows"] = rows
         parts.append(f"{seconds:.1f}s")
         for key, value in extra.items():
-            parts.append(f"{key}={value:,}" if isinstance(value, int) else f"{key}={value}")
+            is_count = isinstance(value, int) and not isinstance(value, bool)  # True stays True, not 1
+            parts.append(f"{key}={value:,}" if is_count else f"{key}={value}")
         self.metrics[f"{name}_seconds"] = round(seconds, 3)
         print(" ".join(parts), file=self.stream, flush=True)
 
