@@ -17,7 +17,7 @@ RUN_ENV := HOME=$(SCRATCH)/home TMPDIR=$(SCRATCH)/tmp HF_HOME=$(SCRATCH)/hf HF_H
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/constraints.txt lib/liverec/jars.py
+$(STAMP): Makefile pyproject.toml requirements/constraints.txt lib/liverec/jars.py
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
