@@ -84,8 +84,8 @@ def one_seed(spark, settings, events, item_emb, seed: int, processes: list[int])
 
     f_full = ex.history_features(spark, train_ev, items, item_emb, None, settings, b"k", ckpt)
     users = test_ev.select("user_id").distinct()
-    cands = ex.candidate_pairs(f_full, users, 200)
-    feats = ex.assemble(cands.withColumn("rank", F.col("als_rank")), f_full, conf.recent_items, 200).select(
+    cands = ex.candidate_pairs(f_full, users, conf.candidates)  # 200 by default: ALS's top 200 re-ranked
+    feats = ex.assemble(cands.withColumn("rank", F.col("als_rank")), f_full, conf.recent_items, conf.candidates).select(
         "user_id", "item_id", F.col("rank").alias("als_rank"), "dense", "recent_items").toPandas()
     test = test_ev.select("user_id", "item_id").toPandas()
     t = time.monotonic()

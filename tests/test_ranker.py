@@ -125,3 +125,16 @@ def test_two_process_training_registry_and_gate(spark, demo_pipeline, capsys):
     params = client.get_run(latest.run_id).data.params
     assert int(latest.version) == int(champion.version) + 1 and params["promotion.promoted"] == "False"
     assert float(params["promotion.champion_val_ndcg_at_10"]) > float(params["promotion.new_val_ndcg_at_10"])
+
+
+def test_embedding_tables_from_the_vocabulary(spark):
+    from liverec.ranker.train import tables_from_vocab
+
+    vocab = spark.createDataFrame([("a", 1, [1.0, 2.0], [0.5, 0.5, 0.0]), ("b", 2, None, [0.0, 1.0, 0.0]),
+                                   ("c", 3, [3.0, 4.0], None)],
+                                  "item_id string, item_idx int, als_factor array<float>, text_embedding array<float>")
+    id_init, text = tables_from_vocab(vocab, 2, seed=0)
+    assert id_init.shape == (4, 2) and text.shape == (4, 3)  # row 0 is padding; text width from the data
+    assert (id_init[0] == 0).all() and id_init[1].tolist() == [1.0, 2.0] and id_init[3].tolist() == [3.0, 4.0]
+    assert 0 < abs(id_init[2]).max() < 0.1  # no factor: small random start
+    assert text[2].tolist() == [0.0, 1.0, 0.0] and (text[3] == 0).all() and (text[0] == 0).all()

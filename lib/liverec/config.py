@@ -114,6 +114,7 @@ class RankerSettings:
     hard_negatives: int
     random_negatives: int
     recent_items: int
+    trend_days: int
     validation_fraction: float
     seed: int
     text_dim: int

@@ -465,15 +465,19 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"gold.ranker_examples has no partition up to ds={ds}: run build_ranker_examples first")
     rows = lakehouse.read(spark, settings, tables.RANKER_EXAMPLES).where(F.col("ds") == ex_ds)
     vocab = lakehouse.read(spark, settings, tables.RANKER_ITEMS).where(F.col("ds") == ex_ds).cache()
+    from liverec.ranker.examples import DENSE_FEATURES
+
+    width = rows.select(F.size("dense")).first()
+    if width is None or width[0] != len(DENSE_FEATURES):
+        raise InputError(f"gold.ranker_examples ds={ex_ds} has {width[0] if width else 0} dense features, this version "
+                         f"expects {len(DENSE_FEATURES)}: rerun build_ranker_examples for that ds")
     factor = vocab.where(F.col("als_factor").isNotNull()).select(F.size("als_factor")).first()
     id_dim = int(factor[0]) if factor else settings.als.rank
     mlflow.log_params({f"ranker.{k}": v for k, v in dataclasses.asdict(conf).items()})
     mlflow.log_params({"examples_ds": ex_ds, "num_processes_used": world, "id_dim": id_dim,
                        "input_version.gold.ranker_examples": lakehouse.version(spark, settings,
                                                                                 tables.RANKER_EXAMPLES)})
-    cache_url = Path(settings.scratch_dir, "petastorm", ds).resolve().as_uri() \
-        if "://" not in settings.scratch_dir else f"{settings.scratch_dir.rstrip('/')}/petastorm/{ds}"
-    result = train.fit(spark, rows, vocab, conf, id_dim, cache_url, world)
+    result = train.fit(spark, rows, vocab, conf, id_dim, tables.petastorm_url(settings, ds), world)
     for h in result.history:
         mlflow.log_metrics({"loss": h["loss"], "val_ndcg_at_10": h["val_ndcg_at_10"],
                             "examples_per_s": h["examples_per_s"]}, step=int(h["epoch"]))
@@ -486,8 +490,8 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     # the model as a pyfunc: check it scores the validation set as the training loop did, then register
     valid = rows.where(F.col("split") == "valid").select("user_id", "item_id", "label", "dense", "recent_items") \
         .toPandas()
-    model = train.load_model(result.shape, result.state)
-    vocab_map = {r["item_id"]: int(r["item_idx"]) for r in vocab.select("item_id", "item_idx").toLocalIterator()}
+    ids = vocab.select("item_id", "item_idx").toPandas()  # the model's vocabulary, through Arrow
+    vocab_map = dict(zip(ids["item_id"], ids["item_idx"].astype(int).tolist(), strict=True))
     example = registry.pyfunc_frame(valid.head(5))
     info = registry.log_model(result.shape, result.state, vocab_map, conf.recent_items, example)
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)
@@ -496,7 +500,6 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     mlflow.log_dict({"input": final.to_dict(orient="list"),
                      "scores": pyfunc.predict(final)["score"].tolist()}, "final_scores.json")
     mlflow.log_metric("pyfunc_val_ndcg_at_10", pyfunc_ndcg)
-    del model
     version = mlflow.register_model(info.model_uri, conf.registered_model).version
     decision = registry.promote(conf.registered_model, conf.champion_alias, str(version), pyfunc_ndcg, valid)
     mlflow.log_params({f"promotion.{k}": v for k, v in decision.items()})

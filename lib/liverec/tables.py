@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from liverec.config import Settings
 
 BRONZE_EVENTS = "bronze.events"
@@ -48,6 +50,14 @@ def model_path(settings: Settings, name: str, ds: str) -> str:
 def checkpoint_path(settings: Settings, purpose: str, ds: str) -> str:
     """Spark checkpoint folder of one job run (ALS lineage cuts), under the scratch folder."""
     return f"{settings.scratch_dir.rstrip('/')}/checkpoints/{purpose}-{ds}"
+
+
+def petastorm_url(settings: Settings, ds: str) -> str:
+    """URL of the folder Petastorm materialises training data in (under the scratch folder)."""
+    scratch = settings.scratch_dir.rstrip("/")
+    if "://" in scratch:
+        return f"{scratch}/petastorm/{ds}"
+    return Path(scratch, "petastorm", ds).resolve().as_uri()
 
 
 def table_path(settings: Settings, table: str) -> str:

@@ -25,7 +25,7 @@ DENSE_FEATURES = (
     "log_als_rank",  # log1p of the item's rank in the user's ALS candidates (candidates + 1 when not among them)
     "content_cosine",  # cosine of the user's content vector and the item's text embedding (0 when missing)
     "log_item_users",  # log1p distinct users of the item in the history
-    "log_item_recent_users",  # log1p distinct users in the last 7 days of the history (trend)
+    "log_item_recent_users",  # log1p distinct users in the last ranker.trend_days of the history
     "log_item_age_days",  # log1p days from the item's first event to the cut-off (0 for unseen items)
     "item_unseen",  # 1 when the item has no event in the history
     "log_user_events",  # log1p events of the user
@@ -35,7 +35,6 @@ DENSE_FEATURES = (
     "log_friend_count",  # log1p friends
     "log_friends_on_item",  # log1p friends who interacted with the item
 )
-RECENT_DAYS = 7
 
 
 @dataclass
@@ -83,7 +82,7 @@ def history_features(spark: SparkSession, history: DataFrame, items: DataFrame, 
 
     stats = history.crossJoin(F.broadcast(ref)).groupBy("item_id").agg(
         F.countDistinct("user_id").alias("n_users"),
-        F.countDistinct(F.when(F.col("ts") > F.col("ref") - F.expr(f"INTERVAL {RECENT_DAYS} DAYS"),
+        F.countDistinct(F.when(F.col("ts") > F.col("ref") - F.expr(f"INTERVAL {int(settings.ranker.trend_days)} DAYS"),
                                F.col("user_id"))).alias("n_recent"),
         F.min("ts").alias("first_ts"), F.first("ref").alias("ref"))
     catalogue = items.select("item_id", "categories").unionByName(

@@ -88,9 +88,14 @@ def validation_ndcg(scorer: Any, rows: pd.DataFrame) -> float:
 def log_model(shape: RankerShape, state: dict[str, np.ndarray], vocab: dict[str, int], recent_items: int,
               example: pd.DataFrame, name: str = "ranker") -> Any:
     """Log the pyfunc (with signature and input example) to the active run; returns MLflow's ModelInfo."""
+    with tempfile.TemporaryDirectory(prefix="liverec-ranker-") as folder:  # MLflow copies the artifacts
+        return _log_model(Path(folder), shape, state, vocab, recent_items, example, name)
+
+
+def _log_model(tmp: Path, shape: RankerShape, state: dict[str, np.ndarray], vocab: dict[str, int],
+               recent_items: int, example: pd.DataFrame, name: str) -> Any:
     from mlflow.models import infer_signature
 
-    tmp = Path(tempfile.mkdtemp(prefix="liverec-ranker-"))
     np.savez(tmp / "weights.npz", **state)
     (tmp / "meta.json").write_text(json.dumps({"shape": shape.to_dict(), "recent_items": recent_items,
                                                "dense_features": list(DENSE_FEATURES)}))
@@ -118,12 +123,19 @@ def promote(name: str, alias: str, version: str, new_ndcg: float, valid_rows: pd
     if champion is None:
         decision.update(promoted=True, reason="no champion yet", champion_version=None, champion_val_ndcg_at_10=None)
     else:
-        old = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-        old_ndcg = validation_ndcg(lambda f: old.predict(f)["score"].to_numpy(), valid_rows)
-        better = new_ndcg > old_ndcg
-        decision.update(promoted=better, champion_version=champion.version, champion_val_ndcg_at_10=old_ndcg,
-                        reason=("beats" if better else "does not beat") +
-                        f" champion v{champion.version}: {new_ndcg:.4f} vs {old_ndcg:.4f}")
+        try:
+            old = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+            old_ndcg = validation_ndcg(lambda f: old.predict(f)["score"].to_numpy(), valid_rows)
+        except (ValueError, KeyError, mlflow.exceptions.MlflowException) as err:
+            # e.g. the feature set changed since the champion was trained: it cannot score today's inputs,
+            # so it could not serve them either; the new version replaces it, and the run says why
+            decision.update(promoted=True, champion_version=champion.version, champion_val_ndcg_at_10=None,
+                            reason=f"champion v{champion.version} cannot score this run's examples ({err})")
+        else:
+            better = new_ndcg > old_ndcg
+            decision.update(promoted=better, champion_version=champion.version, champion_val_ndcg_at_10=old_ndcg,
+                            reason=("beats" if better else "does not beat") +
+                            f" champion v{champion.version}: {new_ndcg:.4f} vs {old_ndcg:.4f}")
     if decision["promoted"]:
         client.set_registered_model_alias(name, alias, version)
     return decision

@@ -44,20 +44,25 @@ class TrainResult:
     device: str
 
 
-def tables_from_vocab(vocab: DataFrame, id_dim: int, text_in: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(id_init, text_table), rows indexed by item_idx (0 = padding): ALS factors and text embeddings, zeros
-    for items without a factor (small random values) or without a text embedding."""
+def tables_from_vocab(vocab: DataFrame, id_dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(id_init, text_table), rows indexed by item_idx (0 = padding): ALS factors (small random values for
+    items without one) and text embeddings (zeros without one; width taken from the embeddings themselves).
+
+    The vocabulary is model-sized (one row per item); it comes to the driver once, through Arrow.
+    """
     pdf = vocab.select("item_idx", "als_factor", "text_embedding").toPandas()
     n = int(pdf["item_idx"].max()) + 1 if len(pdf) else 1
     rng = np.random.default_rng(seed)
     id_init = (rng.normal(size=(n, id_dim)) * 0.01).astype(np.float32)
     id_init[0] = 0.0
-    text = np.zeros((n, text_in), dtype=np.float32)
-    for idx, factor, emb in zip(pdf["item_idx"], pdf["als_factor"], pdf["text_embedding"], strict=True):
-        if factor is not None and len(factor) == id_dim:
-            id_init[idx] = np.asarray(factor, dtype=np.float32)
-        if emb is not None and len(emb) == text_in:
-            text[idx] = np.asarray(emb, dtype=np.float32)
+    has_factor = pdf["als_factor"].map(lambda v: v is not None and len(v) == id_dim).to_numpy(dtype=bool)
+    if has_factor.any():
+        id_init[pdf["item_idx"].to_numpy()[has_factor]] = np.stack(pdf["als_factor"][has_factor].to_numpy())
+    has_text = pdf["text_embedding"].map(lambda v: v is not None and len(v) > 0).to_numpy(dtype=bool)
+    width = len(pdf["text_embedding"][has_text].iloc[0]) if has_text.any() else 1
+    text = np.zeros((n, width), dtype=np.float32)
+    if has_text.any():
+        text[pdf["item_idx"].to_numpy()[has_text]] = np.stack(pdf["text_embedding"][has_text].to_numpy())
     return id_init, text
 
 
@@ -189,7 +194,7 @@ def fit(spark: SparkSession, rows: DataFrame, vocab: DataFrame, conf: RankerSett
                          "use more data or another ranker.validation_fraction")
     n_dense = len(ex.DENSE_FEATURES)
     mean, std = dense_stats(train_rows, n_dense)
-    id_init, text = tables_from_vocab(vocab, id_dim, 384, conf.seed)
+    id_init, text = tables_from_vocab(vocab, id_dim, conf.seed)
     shape = RankerShape(n_items=len(id_init), id_dim=id_dim, text_in=text.shape[1], text_dim=conf.text_dim,
                         n_dense=n_dense, attention_hidden=conf.attention_hidden, cross_layers=conf.cross_layers,
                         hidden_units=tuple(conf.hidden_units), dropout=conf.dropout)
