@@ -124,34 +124,127 @@ def test_splits(spark):
     assert before.agg(F.max("ts")).collect()[0][0] < after.agg(F.min("ts")).collect()[0][0]
 
 
-@pytest.mark.slow
-def test_pipeline_writes_recommendations(spark, demo_pipeline, capsys):
-    settings = demo_pipeline
-    ds = "2026-11-02"
-    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).cache()
+def _check_lists(spark, settings, recs, ds):
+    """n rows per active user, ranks 1..n, nothing the user has seen."""
     n = settings.recommend.top_n
     per_user = recs.groupBy("user_id").agg(F.count("*").alias("n"), F.sort_array(F.collect_list("rank")).alias("r"))
     assert per_user.where((F.col("n") != n) | (F.col("r") != F.sequence(F.lit(1), F.lit(n)))).count() == 0
     events = catalog.events_until(spark, settings, ds)
     assert recs.join(events.select("user_id", "item_id"), ["user_id", "item_id"]).count() == 0  # nothing seen
     assert per_user.count() == recommend.active_users(events, settings.recommend.active_days).count() > 0
-    sources = {r["source"] for r in recs.select("source").distinct().collect()}
-    assert "als" in sources
-    als_rows = recs.where(F.col("source") == "als")
-    assert als_rows.where(~F.col("reason").startswith("Because you showed interest in")).count() == 0
-    assert als_rows.where(~F.col("model_version").startswith("als:") | F.col("model_run_id").isNull()).count() == 0
-    run_id = als_rows.first()["model_run_id"]
-    run = mlflow.MlflowClient(settings.tracking_uri()).get_run(run_id)
-    assert run.data.params["als.rank"] == str(settings.als.rank)
-    assert "input_version.silver.events" in run.data.params and "output_version.gold.user_factors" in run.data.params
-    artifacts = [a.path for a in mlflow.MlflowClient(settings.tracking_uri()).list_artifacts(run_id)]
-    assert "als_model" in artifacts
 
-    # a rerun of the date replaces it alone, one new version
-    v = lakehouse.version(spark, settings, tables.RECOMMENDATIONS)
-    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds]) == 0
-    assert lakehouse.version(spark, settings, tables.RECOMMENDATIONS) == v + 1
-    assert lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).count() == recs.count()
+
+@pytest.mark.slow
+def test_pipeline_ranks_with_the_champion(spark, demo_pipeline):
+    """The pipeline's nightly job ranked every active user with the champion ranker: the rows name its
+    version and run, their scores are the champion's own scores of the candidates' features, and each
+    reason names what led to the item."""
+    settings = demo_pipeline
+    ds = "2026-11-02"
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).cache()
+    _check_lists(spark, settings, recs, ds)
+    client = mlflow.MlflowClient(settings.tracking_uri())
+    name, alias = settings.ranker.registered_model, settings.ranker.champion_alias
+    champ = client.get_model_version_by_alias(name, alias)
+    assert {tuple(r) for r in recs.select("model_version", "model_run_id").distinct().collect()} == {
+        (f"ranker:{name}/{champ.version}", champ.run_id)}
+    sources = {r[0] for r in recs.select("source").distinct().collect()}
+    assert {"content", "popular_category"} <= sources <= {"als", "content", "friends", "popular_category"}
+    prefixes = {"als": ("Because you showed interest in", "People with tastes like yours"),
+                "content": ('Similar to "',), "friends": ("Your friend ",),
+                "popular_category": ("Popular lately in ",)}
+    for source, starts in prefixes.items():
+        cond = F.lit(False)
+        for start in starts:
+            cond = cond | F.col("reason").startswith(start)
+        assert recs.where((F.col("source") == source) & ~cond).count() == 0, source
+    # a content reason names one of the user's recent items; a category reason one of its favourites
+    profile = lakehouse.read(spark, settings, tables.USER_PROFILES).where(F.col("ds") == ds)
+    items = catalog.latest_items(spark, settings, ds)
+    recent = profile.select("user_id", F.explode(F.slice("recent_items", 1, settings.recommend.neighbor_history))
+                            .alias("hist"))
+    named = recent.join(items.select(F.col("item_id").alias("hist"), "title"), "hist").select(
+        "user_id", F.concat(F.lit('Similar to "'), "title", F.lit('", which you chose')).alias("reason"))
+    content = recs.where(F.col("source") == "content")
+    assert content.count() > 0 and content.join(named, ["user_id", "reason"], "left_anti").count() == 0
+    favourite = profile.select("user_id", F.explode(F.slice("top_categories", 1,
+                                                            settings.recommend.fallback_categories)).alias("c"))
+    cats = recs.where(F.col("source") == "popular_category").join(favourite, "user_id").where(
+        F.col("reason") == F.concat(F.lit("Popular lately in "), "c", F.lit(", one of your favourite categories")))
+    assert cats.select("user_id", "item_id").distinct().count() == recs.where(
+        F.col("source") == "popular_category").count()
+
+    # the stored scores are the champion's: recompute the features of a few users' rows and score them
+    from liverec.ranker import examples as ex
+    from liverec.ranker.registry import pyfunc_frame
+
+    events = catalog.events_until(spark, settings, ds)
+    uf = lakehouse.read(spark, settings, tables.USER_FACTORS).where(F.col("ds") == ds)
+    itf = lakehouse.read(spark, settings, tables.ITEM_FACTORS).where(F.col("ds") == ds)
+    emb = lakehouse.read(spark, settings, tables.ITEM_EMBEDDINGS).where(F.col("ds") == ds)
+    social = lakehouse.read(spark, settings, tables.BRONZE_SOCIAL)
+    from liverec.cleaning import id_key
+
+    f = ex.features_from(spark, events, profile, uf, itf, items, emb, social, settings, id_key(settings))
+    some = recs.select("user_id").distinct().orderBy("user_id").limit(5)
+    rows = recs.join(some, "user_id").select("user_id", "item_id", "score")
+    pairs = rows.join(ex.candidate_pairs(f, some, settings.recommend.als_candidates), ["user_id", "item_id"], "left")
+    got = ex.assemble(pairs, f, settings.ranker.recent_items, settings.recommend.als_candidates).toPandas()
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    assert len(got) == 5 * settings.recommend.top_n
+    np.testing.assert_allclose(model.predict(pyfunc_frame(got))["score"].to_numpy(), got["score"].to_numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_without_a_champion_the_rows_say_als(spark, demo_pipeline):
+    settings = demo_pipeline
+    ds = "2026-11-02"
+    with restored(spark, settings, tables.RECOMMENDATIONS):
+        v = lakehouse.version(spark, settings, tables.RECOMMENDATIONS)
+        assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds,
+                     "--set", "ranker.champion_alias=nobody"]) == 0
+        # a rerun of the date replaces that date alone, one new version
+        assert lakehouse.version(spark, settings, tables.RECOMMENDATIONS) == v + 1
+        recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).cache()
+        _check_lists(spark, settings, recs, ds)
+        sources = {r["source"] for r in recs.select("source").distinct().collect()}
+        assert "als" in sources
+        als_rows = recs.where(F.col("source") == "als")
+        assert als_rows.where(~F.col("reason").startswith("Because you showed interest in")).count() == 0
+        assert als_rows.where(~F.col("model_version").startswith("als:") | F.col("model_run_id").isNull()
+                              | ~F.col("model_version").endswith("(no champion ranker)")).count() == 0
+        assert recs.where(F.col("model_version").startswith("ranker:")).count() == 0
+        run_id = als_rows.first()["model_run_id"]
+        run = mlflow.MlflowClient(settings.tracking_uri()).get_run(run_id)
+        assert run.data.params["als.rank"] == str(settings.als.rank)
+        assert "input_version.silver.events" in run.data.params and "output_version.gold.user_factors" in run.data.params
+        artifacts = [a.path for a in mlflow.MlflowClient(settings.tracking_uri()).list_artifacts(run_id)]
+        assert "als_model" in artifacts
+
+
+def test_mmr_trades_relevance_for_diversity(spark):
+    from liverec import ranking
+
+    # items a, b nearly parallel, c orthogonal; relevance a > b > c
+    vecs = np.array([[1.0, 0.0], [0.995, 0.0998], [0.0, 1.0]])
+    rel = np.array([1.0, 0.9, 0.5])
+    assert ranking.mmr_order(rel, vecs, 3, 1.0) == [0, 1, 2]
+    assert ranking.mmr_order(rel, vecs, 3, 0.5) == [0, 2, 1]  # c: 0.25 - 0 beats b: 0.45 - 0.4975
+    assert ranking.mmr_order(rel, vecs, 5, 0.5) == [0, 2, 1] and ranking.mmr_order(rel, vecs, 0, 0.5) == []
+    scored = spark.createDataFrame([("u", "a", 3.0), ("u", "b", 2.8), ("u", "c", 2.0), ("u", "d", -9.0),
+                                    ("w", "c", 1.0), ("w", "a", 0.5)], "user_id string, item_id string, score double")
+    item_vecs = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [0.995, 0.0998]), ("c", [0.0, 2.0])],
+                                      "item_id string, features array<double>")
+    got = {(r["user_id"], r["rank"]): r["item_id"] for r in
+           ranking.diversify(scored, item_vecs, 2, 0.5, 3).collect()}
+    # pool 3 leaves d out; u: a first, then c (diverse) over b; w: by score
+    assert got == {("u", 1): "a", ("u", 2): "c", ("w", 1): "c", ("w", 2): "a"}
+    by_score = {(r["user_id"], r["rank"]): r["item_id"] for r in ranking.diversify(scored, item_vecs, 2, 1.0, 3)
+                .collect()}
+    assert by_score[("u", 2)] == "b"
+    with pytest.raises(ValueError, match="mmr_lambda"):
+        ranking.diversify(scored, item_vecs, 2, 1.5, 3)
 
 
 @pytest.mark.slow
@@ -162,11 +255,14 @@ def test_users_without_factors_get_content_then_popular_in_their_categories(spar
         _content_then_popular(spark, settings, ds)
 
 
+NO_RANKER = ["--set", "ranker.champion_alias=nobody"]  # the fallback chain, as without a champion
+
+
 def _content_then_popular(spark, settings, ds):
     # drop the factors: every active user is new to ALS and gets content candidates from its content vector
     uf = lakehouse.read(spark, settings, tables.USER_FACTORS).where(F.col("ds") == ds)
     lakehouse.overwrite_partition(spark, settings, tables.USER_FACTORS, uf.limit(0), {"ds": ds})
-    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds]) == 0
+    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds, *NO_RANKER]) == 0
     recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds)
     assert {r[0] for r in recs.select("source").distinct().collect()} == {"content"}
     assert recs.where(~F.col("reason").startswith("Similar to") | ~F.col("model_version").startswith(
@@ -174,7 +270,7 @@ def _content_then_popular(spark, settings, ds):
     # drop the embeddings too: popularity, in the user's favourite categories first
     emb = lakehouse.read(spark, settings, tables.ITEM_EMBEDDINGS).where(F.col("ds") == ds)
     lakehouse.overwrite_partition(spark, settings, tables.ITEM_EMBEDDINGS, emb.limit(0), {"ds": ds})
-    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds]) == 0
+    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds, *NO_RANKER]) == 0
     recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds)
     assert {r[0] for r in recs.select("source").distinct().collect()} <= {"popular_category", "popular"}
     cat_rows = recs.where(F.col("source") == "popular_category").join(

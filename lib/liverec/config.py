@@ -94,6 +94,13 @@ class RecommendSettings:
     content_slots: int
     cold_item_max_users: int
     content_min_similarity: float
+    als_candidates: int
+    neighbor_history: int
+    neighbors_per_item: int
+    category_candidates: int
+    friend_candidates: int
+    mmr_lambda: float
+    mmr_pool: int
 
 
 @dataclass(frozen=True)

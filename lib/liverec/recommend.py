@@ -126,14 +126,17 @@ def _with_reasons(recs: DataFrame, profiles: DataFrame, vecs: DataFrame, items: 
 
 def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_factors: DataFrame | None,
             item_factors: DataFrame | None, model_run_id: str | None, conf: RecommendSettings, ds: str,
-            item_embeddings: DataFrame | None = None, content_version: str = "content") -> DataFrame:
+            item_embeddings: DataFrame | None = None, content_version: str = "content",
+            users: DataFrame | None = None, als_version_note: str = "") -> DataFrame:
     """gold.recommendations rows for one ds.
 
     Users with ALS factors: ALS, with up to ``content_slots`` of the last places given to cold items close to
     their content vector. Users without factors but with a content vector (new users): content similarity.
     Everyone else: popularity in their categories, then overall. item_embeddings: (item_id, embedding).
+    ``users`` (user_id) replaces the active users (the ranked job passes those it could not rank);
+    ``als_version_note`` is appended to the ALS rows' model_version (e.g. why no ranker ranked them).
     """
-    users = active_users(events, conf.active_days).cache()
+    users = (active_users(events, conf.active_days) if users is None else users.select("user_id").distinct()).cache()
     seen = seen_items(events).join(users, "user_id").cache()
     n, history = conf.top_n, conf.reason_history_items
     parts = []
@@ -159,7 +162,7 @@ def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_facto
                                        content_version))
         parts.append(_with_reasons(recs, profiles, item_factors, items, history, "Because you showed interest in ",
                                    "People with tastes like yours chose it", "als", model_run_id,
-                                   f"als:{model_run_id}"))
+                                   f"als:{model_run_id}{als_version_note}"))
     rest = users.join(covered, "user_id", "left_anti")
     if item_embeddings is not None:
         content = content_recommendations(rest, profiles, item_embeddings, seen, n).cache()

@@ -206,12 +206,23 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
                    help="re-encode every item (default: only items whose text or model changed since the last run)")
 
 
+def _latest_partition(ctx: Context, table: str) -> tuple[DataFrame | None, str | None]:
+    """A gold table's newest partition up to ds, and its ds (None, None when there is none)."""
+    part_ds = lakehouse.latest_ds(ctx.spark, ctx.settings, table, ctx.ds)
+    if part_ds is None:
+        return None, None
+    return lakehouse.read(ctx.spark, ctx.settings, table).where(F.col("ds") == part_ds), part_ds
+
+
+def _social(ctx: Context) -> DataFrame | None:
+    if not lakehouse.exists(ctx.spark, ctx.settings, tables.BRONZE_SOCIAL):
+        return None
+    return lakehouse.read(ctx.spark, ctx.settings, tables.BRONZE_SOCIAL).where(F.col("ds") <= ctx.ds)
+
+
 def latest_embeddings(ctx: Context) -> tuple[DataFrame | None, str | None]:
     """gold.item_embeddings' newest partition up to ds, and its ds (None, None when there is none)."""
-    emb_ds = lakehouse.latest_ds(ctx.spark, ctx.settings, tables.ITEM_EMBEDDINGS, ctx.ds)
-    if emb_ds is None:
-        return None, None
-    return lakehouse.read(ctx.spark, ctx.settings, tables.ITEM_EMBEDDINGS).where(F.col("ds") == emb_ds), emb_ds
+    return _latest_partition(ctx, tables.ITEM_EMBEDDINGS)
 
 
 def run_embed_items(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
@@ -358,36 +369,75 @@ def run_train_als(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import mlflow
 
+    from liverec import ranking
+
     spark, settings, progress, ds = ctx.spark, ctx.settings, ctx.progress, ctx.ds
+    conf = settings.recommend
+    if conf.top_n <= 0 or conf.mmr_pool < 0 or not 0.0 <= conf.mmr_lambda <= 1.0:
+        raise InputError(f"recommend.top_n must be positive, mmr_pool >= 0 and mmr_lambda in [0, 1] "
+                         f"(got {conf.top_n}, {conf.mmr_pool}, {conf.mmr_lambda})")
     events = _require_silver(ctx)
-    profile_ds = lakehouse.latest_ds(spark, settings, tables.USER_PROFILES, ds)
-    if profile_ds is None:
+    user_profiles, profile_ds = _latest_partition(ctx, tables.USER_PROFILES)
+    if user_profiles is None:
         raise InputError(f"gold.user_profiles has no partition up to ds={ds}: run build_profiles first")
-    user_profiles = lakehouse.read(spark, settings, tables.USER_PROFILES).where(F.col("ds") == profile_ds)
     items = catalog.latest_items(spark, settings, ds)
-    factor_ds = lakehouse.latest_ds(spark, settings, tables.USER_FACTORS, ds)
-    uf = itf = run_id = None
-    if factor_ds is None:
-        progress.info("no ALS factors up to this ds: every user gets the popularity fallback")
-    else:
-        uf = lakehouse.read(spark, settings, tables.USER_FACTORS).where(F.col("ds") == factor_ds)
+    uf, factor_ds = _latest_partition(ctx, tables.USER_FACTORS)
+    itf = run_id = None
+    if uf is None:
+        progress.info("no ALS factors up to this ds: every user gets the content or popularity fallback")
+    if uf is not None:
         itf = lakehouse.read(spark, settings, tables.ITEM_FACTORS).where(F.col("ds") == factor_ds)
-        run_id = uf.select("model_run_id").first()["model_run_id"]
-        mlflow.log_params({"als_factors_ds": factor_ds, "als_run_id": run_id})
-    progress.step("read inputs", None, profiles_ds=profile_ds, factors_ds=factor_ds)
-    mlflow.log_params({f"recommend.{k}": v for k, v in dataclasses.asdict(settings.recommend).items()})
+        first = uf.select("model_run_id").first()
+        if first is None:  # an empty partition: no ALS model for this ds
+            uf = itf = None
+            progress.info(f"gold.user_factors ds={factor_ds} is empty: every user gets the content or popularity "
+                          "fallback")
+        else:
+            run_id = first["model_run_id"]
+            mlflow.log_params({"als_factors_ds": factor_ds, "als_run_id": run_id})
     emb, emb_ds = latest_embeddings(ctx)
     if emb is None:
         progress.info("no gold.item_embeddings up to this ds: no content candidates (run embed_items)")
+    neighbors, _ = _latest_partition(ctx, tables.ITEM_NEIGHBORS)
+    champion = ranking.champion(settings.ranker.registered_model, settings.ranker.champion_alias)
+    progress.step("read inputs", None, profiles_ds=profile_ds, factors_ds=factor_ds, embeddings_ds=emb_ds,
+                  ranker=champion.tag if champion else None)
+    mlflow.log_params({f"recommend.{k}": v for k, v in dataclasses.asdict(conf).items()})
+    mlflow.log_params({"ranker_model_version": champion.tag if champion else "none",
+                       "ranker_run_id": champion.run_id if champion else None})
+
+    users = recommend.active_users(events, conf.active_days).cache()
+    parts: list[DataFrame] = []
+    rest, note = users, ""
+    if champion is None:
+        note = " (no champion ranker)"
+        progress.info(f"no {settings.ranker.registered_model}@{settings.ranker.champion_alias} in the registry: "
+                      "ALS, content and popularity rank without it, and the rows say so")
+    elif uf is None or itf is None:
+        note = " (champion ranker needs ALS factors)"
+        progress.info("the champion ranker needs ALS factors (run train_als): falling back without it")
+    else:
+        ranked = ranking.ranked_nightly(spark, events, users, items, user_profiles, uf, itf, emb, neighbors,
+                                        _social(ctx), settings, cleaning.id_key(settings), champion, ds)
+        progress.step("candidates", sum(ranked.candidates.values()),
+                      **{f"from_{k}": v for k, v in sorted(ranked.candidates.items())})
+        mlflow.log_params({f"candidates.{k}": v for k, v in ranked.candidates.items()})
+        parts.append(ranked.rows)
+        rest = users.join(ranked.users, "user_id", "left_anti")
     version_tag = f"content:{settings.embeddings.model}@{emb_ds}"
-    recs = recommend.nightly(events, items, user_profiles, uf, itf, run_id, settings.recommend, ds, emb, version_tag)
+    parts.append(recommend.nightly(events, items, user_profiles, uf, itf, run_id, conf, ds, emb, version_tag,
+                                   users=rest, als_version_note=note))
+    recs = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
     version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, recs, {"ds": ds})
     written = lakehouse.read(spark, settings, tables.RECOMMENDATIONS, version).where(F.col("ds") == ds)
     by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
+    ranked_rows = written.where(F.col("model_version").startswith("ranker:")).count()
     n_users = written.select("user_id").distinct().count()
     progress.step("write gold.recommendations", sum(by_source.values()), version=version, users=n_users,
-                  **{f"from_{k}": v for k, v in sorted(by_source.items())})
+                  ranked_rows=ranked_rows, **{f"from_{k}": v for k, v in sorted(by_source.items())})
+    users.unpersist()
     return {"rows": sum(by_source.values()), "users": n_users, "recommendations_version": version,
+            "ranked_rows": ranked_rows, "ranker": champion.tag if champion else None,
             **{f"rows_{k}": v for k, v in by_source.items()}}
 
 
@@ -419,11 +469,8 @@ def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[st
     emb, emb_ds = latest_embeddings(ctx)
     if emb is None:
         progress.info("no gold.item_embeddings up to this ds: content features are 0 (run embed_items first)")
-    social = None
-    if lakehouse.exists(spark, settings, tables.BRONZE_SOCIAL):
-        social = lakehouse.read(spark, settings, tables.BRONZE_SOCIAL).where(F.col("ds") <= ds)
     items = catalog.latest_items(spark, settings, ds)
-    feats = ex.history_features(spark, history, items, emb, social, settings, cleaning.id_key(settings),
+    feats = ex.history_features(spark, history, items, emb, _social(ctx), settings, cleaning.id_key(settings),
                                 tables.checkpoint_path(settings, "ranker-als", ds))
     progress.step("history features", feats.users.count(), items=feats.items.count())
     vocab = ex.vocabulary(feats).cache()
@@ -449,6 +496,23 @@ def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[st
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-processes", type=int, help="DDP processes (default: conf ranker.num_processes)")
+    p.add_argument("--no-promote", action="store_true",
+                   help="register the new version only; promote_ranker decides (as the Airflow training DAG does)")
+
+
+def _promote(ctx: Context, version: str, new_ndcg: float, valid: Any) -> dict[str, Any]:
+    """The champion gate for ``version`` on the validation examples ``valid``; logged and tagged."""
+    import mlflow
+
+    from liverec.ranker import registry
+
+    conf = ctx.settings.ranker
+    decision = registry.promote(conf.registered_model, conf.champion_alias, str(version), new_ndcg, valid)
+    mlflow.log_params({f"promotion.{k}": v for k, v in decision.items()})
+    mlflow.MlflowClient().set_model_version_tag(conf.registered_model, str(version), "promotion", decision["reason"])
+    ctx.progress.step("register", None, model=conf.registered_model, version=version,
+                      promoted=decision["promoted"], reason=decision["reason"])
+    return decision
 
 
 def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
@@ -501,15 +565,54 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                      "scores": pyfunc.predict(final)["score"].tolist()}, "final_scores.json")
     mlflow.log_metric("pyfunc_val_ndcg_at_10", pyfunc_ndcg)
     version = mlflow.register_model(info.model_uri, conf.registered_model).version
-    decision = registry.promote(conf.registered_model, conf.champion_alias, str(version), pyfunc_ndcg, valid)
-    mlflow.log_params({f"promotion.{k}": v for k, v in decision.items()})
-    progress.step("register", None, model=conf.registered_model, version=version,
-                  promoted=decision["promoted"], reason=decision["reason"])
+    if getattr(args, "no_promote", False):
+        decision = {"promoted": False, "reason": "left to promote_ranker (--no-promote)"}
+        progress.step("register", None, model=conf.registered_model, version=version, promoted=False,
+                      reason=decision["reason"])
+    else:
+        decision = _promote(ctx, str(version), pyfunc_ndcg, valid)
     vocab.unpersist()
     return {"version": version, "best_val_ndcg_at_10": result.best_ndcg, "pyfunc_val_ndcg_at_10": pyfunc_ndcg,
             "epochs": len(result.history), "train_examples_per_s": result.examples_per_s,
             "train_examples": result.train_examples, "valid_examples": result.valid_examples, **{
                 f"promotion_{k}": v for k, v in decision.items()}}
+
+
+def _promote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", help="registered version to judge (default: the newest)")
+
+
+def run_promote_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import mlflow
+
+    spark, settings, conf = ctx.spark, ctx.settings, ctx.settings.ranker
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions(f"name='{conf.registered_model}'")
+    if not versions:
+        raise InputError(f"no version of {conf.registered_model} is registered: run train_ranker first")
+    wanted = getattr(args, "version", None)
+    if wanted is None:
+        mv = max(versions, key=lambda v: int(v.version))
+    else:
+        found = [v for v in versions if str(v.version) == str(wanted)]
+        if not found:
+            raise InputError(f"{conf.registered_model} has no version {wanted} (newest: "
+                             f"{max(int(v.version) for v in versions)})")
+        mv = found[0]
+    run = client.get_run(mv.run_id)
+    ex_ds, new_ndcg = run.data.params.get("examples_ds"), run.data.metrics.get("pyfunc_val_ndcg_at_10")
+    if ex_ds is None or new_ndcg is None:
+        raise InputError(f"{conf.registered_model} v{mv.version} was not logged by train_ranker (its run "
+                         f"{mv.run_id} lacks examples_ds / pyfunc_val_ndcg_at_10)")
+    ctx.progress.step("candidate", None, version=mv.version, examples_ds=ex_ds, val_ndcg=round(new_ndcg, 4))
+    valid = (lakehouse.read(spark, settings, tables.RANKER_EXAMPLES)
+             .where((F.col("ds") == ex_ds) & (F.col("split") == "valid"))
+             .select("user_id", "item_id", "label", "dense", "recent_items").toPandas())
+    if valid.empty:
+        raise InputError(f"gold.ranker_examples ds={ex_ds} has no validation rows to judge v{mv.version} on")
+    mlflow.log_params({"candidate_version": mv.version, "candidate_run_id": mv.run_id, "examples_ds": ex_ds})
+    decision = _promote(ctx, str(mv.version), float(new_ndcg), valid)
+    return {f"promotion_{k}": v for k, v in decision.items()}
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -572,7 +675,10 @@ STAGES: dict[str, Stage] = {
               _no_args, run_build_ranker_examples),
         Stage("train_ranker", "Petastorm + TorchDistributor DDP training, MLflow registry and promotion gate",
               _train_args, run_train_ranker),
-        Stage("recommend_nightly", "top N per active user -> gold.recommendations (partition ds)", _no_args,
+        Stage("promote_ranker", "champion gate: move the alias to a version that beats the champion", _promote_args,
+              run_promote_ranker),
+        Stage("recommend_nightly", "candidates -> champion ranker -> MMR -> top N per active user -> "
+              "gold.recommendations (partition ds)", _no_args,
               run_recommend),
         Stage("evaluate", "hold-out evaluation of popularity and ALS -> Markdown report, plot, MLflow",
               _evaluate_args, run_evaluate),

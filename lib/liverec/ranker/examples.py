@@ -45,7 +45,7 @@ class Features:
     #                   category_affinity (map), recent_items (array<string>), content_vector, user_factor
     items: DataFrame  # item_id, categories, log_item_users, log_item_recent_users, log_item_age_days, item_unseen,
     #                   item_factor, embedding
-    friends_on_item: DataFrame  # user_id, item_id, n_friends
+    friends_on_item: DataFrame  # user_id, item_id, n_friends, a_friend (one of them, for reasons)
     item_factors: DataFrame  # item_id, item_idx, features (ALS on the history)
     user_factors: DataFrame  # user_id, user_idx, features
     seen: DataFrame  # user_id, item_id of the history
@@ -62,17 +62,29 @@ def window_cut(events: DataFrame, label_days: int) -> tuple[DataFrame, DataFrame
 
 def history_features(spark: SparkSession, history: DataFrame, items: DataFrame, item_embeddings: DataFrame | None,
                      social: DataFrame | None, settings: Settings, key: bytes, checkpoint_dir: str) -> Features:
-    ref = history.agg(F.max("ts").alias("ref"))
-    # profiles of the history alone (the gold table also holds the label window)
+    """Profiles and an ALS fit of ``history`` alone (the gold tables also hold the label window), then
+    ``features_from`` them."""
     prof = profiles.build_profiles(history, items, social, settings.profiles, settings.clean.event_weights, key,
-                                   item_embeddings).crossJoin(F.broadcast(ref))
-    days = (F.col("ref").cast("double") - F.col("last_seen").cast("double")) / 86400.0
+                                   item_embeddings)
     # ALS on the history
     pairs = als.strengths(history, settings.als, settings.clean.event_weights).cache()
     uidx, iidx = als.index_ids(pairs)
     ratings = pairs.join(uidx, "user_id").join(iidx, "item_id").select("user_idx", "item_idx", "strength")
     model = als.fit(spark, ratings, settings.als, checkpoint_dir)
     uf, itf = (df.localCheckpoint() for df in als.factor_frames(model, uidx, iidx))
+    return features_from(spark, history, prof, uf, itf, items, item_embeddings, social, settings, key)
+
+
+def features_from(spark: SparkSession, history: DataFrame, prof: DataFrame, uf: DataFrame, itf: DataFrame,
+                  items: DataFrame, item_embeddings: DataFrame | None, social: DataFrame | None, settings: Settings,
+                  key: bytes) -> Features:
+    """Features from a history and what was computed on it: ``prof`` (profiles of ``history``), ``uf`` /
+    ``itf`` (ALS factors fitted on it: user_id/item_id, user_idx/item_idx, features). Training examples
+    pass a history cut before the label window; the nightly job passes everything up to ds and the
+    gold tables of that ds, so the ranker sees features computed the same way in both."""
+    ref = history.agg(F.max("ts").alias("ref"))
+    prof = prof.drop("ref").crossJoin(F.broadcast(ref))
+    days = (F.col("ref").cast("double") - F.col("last_seen").cast("double")) / 86400.0
     users = (prof.select("user_id", F.log1p("n_events").alias("log_user_events"),
                          F.log1p("n_items").alias("log_user_items"),
                          F.log1p(F.greatest(days, F.lit(0.0))).alias("log_days_since_last"),
@@ -105,9 +117,10 @@ def history_features(spark: SparkSession, history: DataFrame, items: DataFrame, 
         friends = profiles.friend_pairs(social, key)
         touched = history.select("user_id", "item_id").distinct()
         friends_on_item = (friends.join(touched.withColumnRenamed("user_id", "friend_id"), "friend_id")
-                           .groupBy("user_id", "item_id").agg(F.count("*").alias("n_friends")))
+                           .groupBy("user_id", "item_id").agg(F.count("*").alias("n_friends"),
+                                                              F.min("friend_id").alias("a_friend")))
     else:
-        friends_on_item = spark.createDataFrame([], "user_id string, item_id string, n_friends long")
+        friends_on_item = spark.createDataFrame([], "user_id string, item_id string, n_friends long, a_friend string")
     # materialised with their lineage cut: the plans behind them (profiles, an ALS fit, several joins) are
     # large, and every later join would otherwise carry (and print, in Spark's UI events) all of them
     return Features(users.localCheckpoint(), item_rows.localCheckpoint(), friends_on_item.localCheckpoint(),
