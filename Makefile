@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.liverec-installed
+AIRFLOW_VENV  := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.liverec-installed
 SCRATCH := $(CURDIR)/.liverec
 PETASTORM_DEPS := dill diskcache future psutil pyzmq six fsspec packaging
 
@@ -13,7 +15,7 @@ PETASTORM_DEPS := dill diskcache future psutil pyzmq six fsspec packaging
 RUN_ENV := HOME=$(SCRATCH)/home TMPDIR=$(SCRATCH)/tmp HF_HOME=$(SCRATCH)/hf HF_HUB_OFFLINE=1 \
 	MPLCONFIGDIR=$(SCRATCH)/mpl PATH=$(CURDIR)/$(BIN):$$PATH PYSPARK_PYTHON=$(CURDIR)/$(BIN)/python
 
-.PHONY: setup scratch demo test test-fast lint benchmark clean-scratch
+.PHONY: setup airflow-setup scratch demo notebook test test-fast lint benchmark clean-scratch
 
 setup: $(STAMP)
 
@@ -30,20 +32,33 @@ $(STAMP): Makefile pyproject.toml requirements/constraints.txt lib/liverec/jars.
 	$(BIN)/python -m liverec.jars
 	touch $(STAMP)
 
+# Airflow in a virtual environment of its own, as in production (see requirements/airflow.txt)
+airflow-setup: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): Makefile requirements/airflow.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install -r requirements/airflow.txt
+	touch $(AIRFLOW_STAMP)
+
 scratch:
 	@mkdir -p $(SCRATCH)/home $(SCRATCH)/tmp $(SCRATCH)/hf $(SCRATCH)/mpl
 
 demo: setup scratch
 	$(RUN_ENV) $(BIN)/liverec pipeline --set demo_mode=true
 
-test: setup scratch
+# re-execute notebooks/nightly_report.ipynb on the demo lakehouse (after make demo)
+notebook: setup scratch
+	$(RUN_ENV) $(BIN)/python notebooks/make_report.py
+
+test: setup airflow-setup scratch
 	$(RUN_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup scratch
 	$(RUN_ENV) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check lib jobs tests benchmarks airflow_dags
+	$(BIN)/ruff check lib jobs tests benchmarks airflow_dags notebooks
 
 # every benchmark; each writes benchmarks/results/<name>.{json,md} (they take tens of minutes on 2 cores)
 benchmark: setup scratch
@@ -55,6 +70,8 @@ benchmark: setup scratch
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python pipeline_stages.py --als-only-events 20000000
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python embeddings_cold_start.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ranker_ml100k.py
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python mmr_ml100k.py
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python nightly_throughput.py
 
 clean-scratch:
 	rm -rf .liverec lakehouse demo_data

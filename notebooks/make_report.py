@@ -75,7 +75,7 @@ if path.exists():
     display(metrics[["split", "model", *shown, "users"]].round(4))
     splits = list(metrics.split.unique())
     fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 3.5), squeeze=False)
-    for ax, split in zip(axes[0], splits):
+    for ax, split in zip(axes[0], splits, strict=True):
         part = metrics[metrics.split == split].set_index("model")[shown]
         part.T.plot.bar(ax=ax, rot=30)
         ax.set_title(f"{split} split, @{evaluation[0].get('k', 10)}")
@@ -88,7 +88,7 @@ else:
     ("code", """emb_dates, _ = partitions("gold/item_embeddings")
 emb_ds = max([d for d in emb_dates if d <= DS], default=None)
 emb = read("gold/item_embeddings", emb_ds) if emb_ds else pd.DataFrame(columns=["item_id", "embedding"])
-vectors = {i: np.asarray(v, dtype=np.float32) for i, v in zip(emb.item_id, emb.embedding)}
+vectors = {i: np.asarray(v, dtype=np.float32) for i, v in zip(emb.item_id, emb.embedding, strict=True)}
 catalogue = max(len(vectors), 1)
 print(f"catalogue coverage: {recs.item_id.nunique():,} distinct items of {catalogue:,} "
       f"({recs.item_id.nunique() / catalogue:.1%})")

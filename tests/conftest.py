@@ -18,6 +18,10 @@ T0 = dt.datetime(2024, 3, 1)
 SHARED_DATA = Path(os.environ.get("LIVEREC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+# tiny test tables: whole-stage code generation costs more than it saves, Delta replays its log in 2 tasks
+SMALL_DATA = ("spark.conf.spark.sql.codegen.wholeStage=false", "spark.conf.spark.databricks.delta.snapshotPartitions=2")
+
+
 def settings_for(root: Path, *extra: str) -> Settings:
     """Settings for a test: everything under ``root``, demo mode, a small local[2] Spark."""
     return load_settings(overrides=[
@@ -29,6 +33,7 @@ def settings_for(root: Path, *extra: str) -> Settings:
         "demo_mode=true",
         "spark.master=local[2]",
         "spark.shuffle_partitions=4",
+        *SMALL_DATA,
         *extra,
     ])
 
@@ -43,6 +48,7 @@ def cli_args(settings: Settings) -> list[str]:
         "--set", f"mlflow.artifact_root={settings.mlflow.artifact_root}",
         "--set", "demo_mode=true",
         "--set", "spark.shuffle_partitions=4",
+        *[x for kv in SMALL_DATA for x in ("--set", kv)],
     ]
 
 
@@ -71,8 +77,8 @@ def demo_pipeline(tmp_path_factory, spark) -> Settings:
     from liverec.cli import main
 
     settings = settings_for(tmp_path_factory.mktemp("pipeline"))
-    small = ["--set", "demo.events=30000", "--set", "demo.users=500", "--set", "demo.items=400",
-             "--set", "ranker.epochs=4"]
+    small = ["--set", "demo.events=20000", "--set", "demo.users=400", "--set", "demo.items=300",
+             "--set", "ranker.epochs=3"]
     assert main(["pipeline", *cli_args(settings), *small, "--ds", DEMO_DS]) == 0
     return settings
 

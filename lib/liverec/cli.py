@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from liverec.errors import LiverecError
+from liverec.errors import InputError, LiverecError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--input", help="ingest input (default for demo: conf demo.output_dir)")
     pipe.add_argument("--format", help="ingest input format")
     pipe.add_argument("--items", help="ingest items file (with --source events)")
+    pipe.add_argument("--stages", help="comma-separated subset of the stages, run in pipeline order in one Spark "
+                                       "application (default: all)")
     gen = sub.add_parser("generate", help="write the demo event log (with deliberate dirt)")
     _common(gen)
     from liverec.stages import _generate_args
@@ -129,7 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = "liverec pipeline"
             from liverec.stages import PIPELINE
 
-            _run_stages(PIPELINE, args)
+            names = list(PIPELINE)
+            if args.stages:
+                wanted = [n.strip() for n in args.stages.split(",") if n.strip()]
+                unknown = sorted(set(wanted) - set(PIPELINE))
+                if unknown or not wanted:
+                    raise InputError(f"--stages: unknown stage(s) {', '.join(unknown) or '(none given)'}; "
+                                     f"known: {', '.join(PIPELINE)}")
+                names = [n for n in PIPELINE if n in wanted]
+            _run_stages(names, args)
             from liverec.config import load_settings
 
             settings = load_settings(args.conf, args.set)

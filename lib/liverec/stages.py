@@ -376,7 +376,7 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     if conf.top_n <= 0 or conf.mmr_pool < 0 or not 0.0 <= conf.mmr_lambda <= 1.0:
         raise InputError(f"recommend.top_n must be positive, mmr_pool >= 0 and mmr_lambda in [0, 1] "
                          f"(got {conf.top_n}, {conf.mmr_pool}, {conf.mmr_lambda})")
-    events = _require_silver(ctx)
+    events = _require_silver(ctx).cache()  # read by every candidate source and the fallback chain
     user_profiles, profile_ds = _latest_partition(ctx, tables.USER_PROFILES)
     if user_profiles is None:
         raise InputError(f"gold.user_profiles has no partition up to ds={ds}: run build_profiles first")
@@ -436,6 +436,7 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     progress.step("write gold.recommendations", sum(by_source.values()), version=version, users=n_users,
                   ranked_rows=ranked_rows, **{f"from_{k}": v for k, v in sorted(by_source.items())})
     users.unpersist()
+    events.unpersist()
     return {"rows": sum(by_source.values()), "users": n_users, "recommendations_version": version,
             "ranked_rows": ranked_rows, "ranker": champion.tag if champion else None,
             **{f"rows_{k}": v for k, v in by_source.items()}}

@@ -1,0 +1,49 @@
+"""liverec_nightly: the daily batch, one spark-submit per job, for the run's logical date.
+
+ingest -> clean -> (embed_items -> build_profiles, train_als) -> recommend_nightly -> evaluate
+
+build_profiles waits for embed_items because a profile's content vector is the mean of its items'
+text embeddings. recommend_nightly ranks with the registry's champion ranker (liverec_training
+trains it weekly) and falls back to ALS, content and popularity without one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, Param
+from airflow.timetables.interval import CronDataIntervalTimetable
+from liverec_tasks import DEFAULT_ARGS, PARAMS, LiverecJob
+
+with DAG(
+    dag_id="liverec_nightly",
+    description="events -> silver -> profiles, ALS, embeddings -> ranked recommendations -> evaluation",
+    # each night processes the day that just ended: the run of the interval [D, D+1) starts after
+    # midnight and its ds ({{ ds }}, the interval's start) is D
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params={
+        **PARAMS,
+        "source": Param("events", type="string", description="ingest --source (events, movielens, online_retail, "
+                                                             "edges, demo)"),
+        "input": Param("", type="string", description="ingest --input (a file or folder; empty for demo)"),
+        "items": Param("", type="string", description="ingest --items (with source events)"),
+        "evaluate_split": Param("both", enum=["both", "random", "temporal"], description="evaluate --split"),
+    },
+    tags=["liverec"],
+) as dag:
+    ingest = LiverecJob(task_id="ingest", job="ingest", options={
+        "--source": "{{ params.source }}", "--input": "{{ params.input }}", "--items": "{{ params.items }}"})
+    clean = LiverecJob(task_id="clean", job="clean_events")
+    embed = LiverecJob(task_id="embed_items", job="embed_items")
+    profiles = LiverecJob(task_id="build_profiles", job="build_profiles")
+    als = LiverecJob(task_id="train_als", job="train_als")
+    recommend = LiverecJob(task_id="recommend_nightly", job="recommend_nightly")
+    evaluate = LiverecJob(task_id="evaluate", job="evaluate", options={"--split": "{{ params.evaluate_split }}"})
+
+    ingest >> clean >> [embed, als]
+    embed >> profiles
+    [profiles, als] >> recommend >> evaluate

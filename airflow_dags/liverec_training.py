@@ -1,0 +1,34 @@
+"""liverec_training: the weekly ranker, one spark-submit per job, for the run's logical date.
+
+build_ranker_examples -> train_ranker (registers a new version, promotes nothing) -> promote_ranker
+(moves the champion alias to it only when it beats the champion on the same validation examples).
+
+It reads what liverec_nightly wrote (silver events, item embeddings); the next nightly run ranks
+with whatever the champion is then.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG
+from liverec_tasks import DEFAULT_ARGS, PARAMS, LiverecJob
+
+with DAG(
+    dag_id="liverec_training",
+    description="ranker examples -> DDP training (TorchDistributor) -> champion gate",
+    # Sundays 03:00 UTC, after the nightly run of Saturday; a cron string is a trigger timetable in
+    # Airflow 3, so ds is the day it runs on and the examples use every event landed until then
+    schedule="0 3 * * 0",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=PARAMS,
+    tags=["liverec"],
+) as dag:
+    examples = LiverecJob(task_id="build_ranker_examples", job="build_ranker_examples")
+    train = LiverecJob(task_id="train_ranker", job="train_ranker", options={"--no-promote": "true"})
+    promote = LiverecJob(task_id="promote_ranker", job="promote_ranker")
+
+    examples >> train >> promote

@@ -1,0 +1,269 @@
+"""Airflow (in its own virtual environment) and a Spark standalone cluster, for real.
+
+- The DAG folder loads in Airflow's DagBag with the expected tasks, dependencies and schedules.
+- ``airflow dags test liverec_nightly`` runs every task (spark-submit of each job) on demo data
+  against local Spark (slow).
+- The same chain submitted to a standalone master with two workers on 127.0.0.1 writes tables equal
+  to the Airflow (local) run's (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from liverec import lakehouse, tables
+from liverec.config import load_settings
+from tests.conftest import REPO
+
+AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
+VENV_BIN = Path(sys.executable).parent
+DS = "2026-11-02"
+NIGHTLY = {
+    "ingest": [],
+    "clean": ["ingest"],
+    "embed_items": ["clean"],
+    "train_als": ["clean"],
+    "build_profiles": ["embed_items"],
+    "recommend_nightly": ["build_profiles", "train_als"],
+    "evaluate": ["recommend_nightly"],
+}
+TRAINING = {"build_ranker_examples": [], "train_ranker": ["build_ranker_examples"],
+            "promote_ranker": ["train_ranker"]}
+
+
+def _airflow_env(home: Path) -> dict[str, str]:
+    if not (AIRFLOW_BIN / "airflow").exists():
+        pytest.fail(f"{AIRFLOW_BIN / 'airflow'} is missing: run `make airflow-setup` (make test does)")
+    return {**os.environ,
+            "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow_dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONPATH": str(REPO / "airflow_dags"),
+            # the jobs' spark-submit (the liverec venv's), not anything of Airflow's venv
+            "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable,
+            "AIRFLOW_CONN_SPARK_LOCAL": json.dumps({"conn_type": "spark", "host": "local[2]"}), **FAST_JVM}
+
+
+# tiny tables, short-lived JVMs: no whole-stage code generation (compiling costs more than it saves at this size),
+# Delta log replay in 2 tasks (default 50); with C1-only JIT for the JVMs the tests start (JAVA_TOOL_OPTIONS)
+# these took a build_profiles job from 81 s to 47 s here
+SMALL_DATA_CONF = json.dumps({"spark.sql.codegen.wholeStage": "false", "spark.databricks.delta.snapshotPartitions": "2"})
+FAST_JVM = {"JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1"}
+
+
+def _write_conf(root: Path, demo_dir: Path) -> Path:
+    """A config overlay putting every path under ``root`` (the demo log in ``demo_dir``)."""
+    text = f"""
+lakehouse_root: {root / 'lake'}
+scratch_dir: {root / 'scratch'}
+demo_mode: true
+spark:
+  shuffle_partitions: 2
+  driver_memory: 2g
+  conf: {SMALL_DATA_CONF}
+mlflow:
+  tracking_uri: sqlite:///{root / 'mlflow.db'}
+  artifact_root: {root / 'mlartifacts'}
+evaluate:
+  report_dir: {root / 'reports'}
+demo:
+  output_dir: {demo_dir}
+  events: 8000
+  users: 300
+  items: 200
+"""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "conf.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_dag_folder_loads_with_the_expected_tasks(tmp_path):
+    script = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=__import__("os").environ["AIRFLOW__CORE__DAGS_FOLDER"])
+out = {"errors": {k: str(v)[-500:] for k, v in bag.import_errors.items()}, "dags": {}}
+for dag in bag.dags.values():
+    out["dags"][dag.dag_id] = {
+        "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
+        "operators": sorted({type(t).__name__ for t in dag.tasks}),
+        "bases": sorted({b.__name__ for t in dag.tasks for b in type(t).__mro__}),
+        "jobs": {t.task_id: t.job for t in dag.tasks},
+        "catchup": dag.catchup, "timetable": type(dag.timetable).__name__,
+        "summary": getattr(dag.timetable, "expression", None) or getattr(dag.timetable, "_expression", None),
+        "retries": {t.task_id: t.retries for t in dag.tasks},
+        "backoff": all(t.retry_exponential_backoff for t in dag.tasks),
+        "params": sorted(dag.params.keys()),
+    }
+print("RESULT " + json.dumps(out))
+"""
+    run = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", script], env=_airflow_env(tmp_path / "airflow"),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.split("RESULT ", 1)[1])
+    assert result["errors"] == {}
+    nightly, training = result["dags"]["liverec_nightly"], result["dags"]["liverec_training"]
+    assert nightly["tasks"] == {k: sorted(v) for k, v in NIGHTLY.items()}
+    assert training["tasks"] == TRAINING
+    for dag in (nightly, training):
+        assert dag["operators"] == ["LiverecJob"] and "SparkSubmitOperator" in dag["bases"]
+        assert dag["catchup"] is False and dag["backoff"] and min(dag["retries"].values()) >= 1
+        assert {"spark_conn_id", "conf_path"} <= set(dag["params"])
+        for job in dag["jobs"].values():
+            assert (REPO / "jobs" / f"{job}.py").is_file(), job
+    # nightly: the run of the day [D, D+1) processes ds = D; training: Sundays
+    assert nightly["timetable"] == "CronDataIntervalTimetable" and nightly["summary"] == "0 0 * * *"
+    assert training["summary"] == "0 3 * * 0"
+
+
+@pytest.fixture(scope="module")
+def airflow_nightly(tmp_path_factory):
+    """``airflow dags test liverec_nightly DS`` on a small demo log against local Spark."""
+    root = tmp_path_factory.mktemp("airflow")
+    conf = _write_conf(root / "local", root / "demo")
+    env = _airflow_env(root / "airflow")
+    migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
+    run_conf = {"conf_path": str(conf), "spark_conn_id": "spark_local", "source": "demo",
+                "evaluate_split": "temporal"}
+    started = time.monotonic()
+    run = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "test", "liverec_nightly", DS,
+                          "-c", json.dumps(run_conf)], env=env, capture_output=True, text=True, timeout=1800)
+    log = run.stdout + run.stderr
+    (root / "dags_test.log").write_text(log)
+    assert run.returncode == 0, log[-5000:]
+    return {"conf": conf, "root": root, "log": log, "seconds": time.monotonic() - started}
+
+
+@pytest.mark.slow
+def test_airflow_dags_test_runs_the_nightly_chain(spark, airflow_nightly):
+    log = airflow_nightly["log"]
+    # every task ran through spark-submit and succeeded, in dependency order
+    finished = re.findall(r"\[(\w+)\] done in", log)
+    assert finished == ["ingest", "clean", "embed_items", "build_profiles", "train_als", "recommend_nightly",
+                        "evaluate"] or (sorted(finished) == sorted(NIGHTLY) and
+                                        finished.index("train_als") < finished.index("recommend_nightly"))
+    assert "spark-submit" in log and "--ds 2026-11-02" in log
+    assert not re.search(r"new_state=(failed|up_for_retry)", log)
+    settings = load_settings(str(airflow_nightly["conf"]))
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == DS)
+    per_user = recs.groupBy("user_id").count()
+    assert per_user.count() > 100 and per_user.where(F.col("count") != settings.recommend.top_n).count() == 0
+    # no ranker is trained by the nightly DAG: the rows say they come without one
+    assert recs.where(F.col("model_version").startswith("ranker:")).count() == 0
+    assert recs.where(F.col("model_version").endswith("(no champion ranker)")).count() > 0
+    assert (Path(settings.evaluate.report_dir) / DS / "evaluation.md").is_file()
+
+
+# --------------------------------------------------------------------------- standalone cluster
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    """A Spark standalone master and two one-core workers on 127.0.0.1 (real JVM daemons)."""
+    root = tmp_path_factory.mktemp("cluster")
+    port = _free_port()
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+           "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "SPARK_NO_DAEMONIZE": "1", **FAST_JVM}
+    spark_class = str(VENV_BIN / "spark-class")
+    procs, logs = [], []
+
+    def start(name: str, *args: str) -> None:
+        log = open(root / f"{name}.log", "w")
+        logs.append(log)
+        procs.append(subprocess.Popen([spark_class, *args], env=env, stdout=log, stderr=subprocess.STDOUT))
+
+    url = f"spark://127.0.0.1:{port}"
+    start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+          "--webui-port", str(_free_port()))
+    for w in (1, 2):
+        start(f"worker{w}", "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
+              "--memory", "2g", "--webui-port", str(_free_port()), "--work-dir", str(root / f"work{w}"))
+    deadline = time.monotonic() + 180
+    try:
+        while (root / "master.log").read_text().count("Registering worker") < 2:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise AssertionError("the standalone cluster did not come up:\n" +
+                                     "\n".join((root / f"{n}.log").read_text()[-2000:]
+                                               for n in ("master", "worker1", "worker2")))
+            time.sleep(1)
+        yield {"url": url, "env": env, "root": root}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for log in logs:
+            log.close()
+
+
+NIGHTLY_CHAIN = "ingest,clean,embed_items,build_profiles,train_als,recommend_nightly"
+
+
+def _sorted_rows(df, cols):
+    return sorted((tuple(r) for r in df.select(*cols).collect()), key=repr)
+
+
+@pytest.mark.slow
+def test_standalone_cluster_writes_the_same_tables(spark, airflow_nightly, standalone):
+    local = load_settings(str(airflow_nightly["conf"]))
+    conf = _write_conf(standalone["root"] / "run", Path(local.demo.output_dir))  # the same generated log
+    cluster = load_settings(str(conf))
+    submit = [str(VENV_BIN / "spark-submit"), "--master", standalone["url"], "--driver-memory", "2g",
+              "--executor-memory", "1g", "--total-executor-cores", "2"]
+    # the chain in one application (jobs/pipeline.py), so the executors stay up between stages
+    run = subprocess.run([*submit, str(REPO / "jobs" / "pipeline.py"), "--stages", NIGHTLY_CHAIN, "--source", "demo",
+                          "--conf", str(conf), "--ds", DS], env=standalone["env"], capture_output=True, text=True,
+                         timeout=1500)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    assert re.findall(r"\[(\w+)\] done in", out) == NIGHTLY_CHAIN.split(","), out[-3000:]
+    # the jobs really ran on the cluster: the master registered the application, both workers ran executors
+    master_log = (standalone["root"] / "master.log").read_text()
+    assert "Registered app liverec-pipeline" in master_log, master_log[-2000:]
+    for w in (1, 2):
+        assert list((standalone["root"] / f"work{w}").glob("app-*/*/stderr")), f"worker {w} ran no executor"
+
+    def table(settings, name):
+        return lakehouse.read(spark, settings, name).where(F.col("ds") == DS)
+
+    for name, cols in ((tables.SILVER_EVENTS, ["event_id", "user_id", "item_id", "event_type", "value", "ts"]),
+                       (tables.SILVER_QUARANTINE, ["user_id", "item_id", "event_type", "reason"]),
+                       (tables.ITEM_NEIGHBORS, ["item_id", "rank", "neighbor_id"]),
+                       (tables.USER_PROFILES, ["user_id", "n_events", "n_items", "recent_items", "top_categories",
+                                               "friend_count"]),
+                       (tables.RECOMMENDATIONS, ["user_id", "rank", "item_id", "source", "reason"])):
+        a, b = _sorted_rows(table(local, name), cols), _sorted_rows(table(cluster, name), cols)
+        assert len(a) > 0 and a == b, name
+    for name, key, vec in ((tables.ITEM_EMBEDDINGS, "item_id", "embedding"),
+                           (tables.USER_FACTORS, "user_id", "features"),
+                           (tables.ITEM_FACTORS, "item_id", "features")):
+        a = dict(_sorted_rows(table(local, name), [key, vec]))
+        b = dict(_sorted_rows(table(cluster, name), [key, vec]))
+        assert a.keys() == b.keys() and len(a) > 0, name
+        diff = max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a)
+        assert diff < 1e-4, (name, diff)
+    scores_a = dict(((r[0], r[1]), r[2]) for r in _sorted_rows(table(local, tables.RECOMMENDATIONS),
+                                                                ["user_id", "item_id", "score"]))
+    scores_b = dict(((r[0], r[1]), r[2]) for r in _sorted_rows(table(cluster, tables.RECOMMENDATIONS),
+                                                                ["user_id", "item_id", "score"]))
+    assert max(abs(scores_a[k] - scores_b[k]) for k in scores_a) < 1e-4
