@@ -14,6 +14,7 @@ The scheduler calls the jobs' own ``spark-submit``: it must be on the PATH of th
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ REPO_JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 DEFAULT_ARGS = {
     "owner": "liverec",
-    "retries": 2,
+    # LIVEREC_AIRFLOW_RETRIES (in the scheduler's environment) overrides it; tests set 0 to fail fast
+    "retries": int(os.environ.get("LIVEREC_AIRFLOW_RETRIES", "2")),
     "retry_delay": dt.timedelta(minutes=5),
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(hours=1),

@@ -1,6 +1,7 @@
 """Nightly ranked recommendations: users/s for about 6k users x 300 candidates on this machine.
 
     python benchmarks/nightly_throughput.py [--users 6000] [--items 3000] [--events 300000] [--repeat 2]
+    (or --prepare-only first, then --reuse to measure alone on an otherwise idle machine)
 
 A generated demo log (6k users) goes through every stage up to a champion ranker (ranker.epochs=2,
 quality is not the point here), each as its own `liverec run` process; then recommend_nightly is run
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -36,21 +38,29 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=3000)
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--prepare-only", action="store_true", help="build the inputs and the champion, measure nothing")
+    ap.add_argument("--reuse", action="store_true", help="measure on the inputs a --prepare-only run left")
     args = ap.parse_args()
     work = REPO / ".liverec" / "bench-nightly"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    if not args.reuse:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable}
     common = [*isolated_args(work, "8g"), "--set", f"demo.users={args.users}", "--set", f"demo.items={args.items}",
               "--set", f"demo.events={args.events}", "--set", "ranker.epochs=2", "--ds", DS]
     liverec = str(bin_dir / "liverec")
     prepared = {}
-    for stage in PREPARE:
+    for stage in [] if args.reuse else PREPARE:
         extra = ["--source", "demo"] if stage == "ingest" else []
         prepared[stage] = run_measured([liverec, "run", stage, *common, *extra], env, work / f"{stage}.log")
         print(f"{stage}: {prepared[stage]['seconds']:.0f}s", flush=True)
+    if args.prepare_only:
+        (work / "prepared.json").write_text(json.dumps(prepared))
+        return 0
+    if args.reuse:
+        prepared = json.loads((work / "prepared.json").read_text())
     runs = []
     for i in range(args.repeat):
         log = work / f"recommend_nightly-{i}.log"

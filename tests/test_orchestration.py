@@ -4,7 +4,8 @@
 - ``airflow dags test liverec_nightly`` runs every task (spark-submit of each job) on demo data
   against local Spark (slow).
 - The same chain submitted to a standalone master with two workers on 127.0.0.1 writes tables equal
-  to the Airflow (local) run's (slow).
+  to the Airflow (local) run's (slow). Both rank with the champion ranker of the test pipeline's
+  registry, so the model's trip to the executors is part of what is compared.
 """
 
 from __future__ import annotations
@@ -42,10 +43,16 @@ TRAINING = {"build_ranker_examples": [], "train_ranker": ["build_ranker_examples
             "promote_ranker": ["train_ranker"]}
 
 
+def _job_env() -> dict[str, str]:
+    """This environment without MLflow's: mlflow.set_tracking_uri (the in-process tests) exports
+    MLFLOW_TRACKING_URI, which would win over the jobs' own conf and point them at another registry."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+
 def _airflow_env(home: Path) -> dict[str, str]:
     if not (AIRFLOW_BIN / "airflow").exists():
         pytest.fail(f"{AIRFLOW_BIN / 'airflow'} is missing: run `make airflow-setup` (make test does)")
-    return {**os.environ,
+    return {**_job_env(),
             "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow_dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONPATH": str(REPO / "airflow_dags"),
             # the jobs' spark-submit (the liverec venv's), not anything of Airflow's venv
@@ -60,8 +67,9 @@ SMALL_DATA_CONF = json.dumps({"spark.sql.codegen.wholeStage": "false", "spark.da
 FAST_JVM = {"JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1"}
 
 
-def _write_conf(root: Path, demo_dir: Path) -> Path:
-    """A config overlay putting every path under ``root`` (the demo log in ``demo_dir``)."""
+def _write_conf(root: Path, demo_dir: Path, tracking_uri: str) -> Path:
+    """A config overlay putting every path under ``root`` (the demo log in ``demo_dir``), with the MLflow
+    store (and registry) at ``tracking_uri``."""
     text = f"""
 lakehouse_root: {root / 'lake'}
 scratch_dir: {root / 'scratch'}
@@ -71,10 +79,15 @@ spark:
   driver_memory: 2g
   conf: {SMALL_DATA_CONF}
 mlflow:
-  tracking_uri: sqlite:///{root / 'mlflow.db'}
+  tracking_uri: {tracking_uri}
   artifact_root: {root / 'mlartifacts'}
 evaluate:
   report_dir: {root / 'reports'}
+als:
+  max_iter: 5
+recommend:
+  als_candidates: 50
+  mmr_pool: 30
 demo:
   output_dir: {demo_dir}
   events: 8000
@@ -127,11 +140,12 @@ print("RESULT " + json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def airflow_nightly(tmp_path_factory):
-    """``airflow dags test liverec_nightly DS`` on a small demo log against local Spark."""
+def airflow_nightly(tmp_path_factory, demo_pipeline):
+    """``airflow dags test liverec_nightly DS`` on a small demo log against local Spark, with the registry of
+    the test pipeline (``demo_pipeline``), whose champion ranker the nightly job then ranks with."""
     root = tmp_path_factory.mktemp("airflow")
-    conf = _write_conf(root / "local", root / "demo")
-    env = _airflow_env(root / "airflow")
+    conf = _write_conf(root / "local", root / "demo", demo_pipeline.tracking_uri())
+    env = {**_airflow_env(root / "airflow"), "LIVEREC_AIRFLOW_RETRIES": "0"}  # a failure fails now, not after back-off
     migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True,
                              text=True, timeout=600)
     assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
@@ -160,9 +174,9 @@ def test_airflow_dags_test_runs_the_nightly_chain(spark, airflow_nightly):
     recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == DS)
     per_user = recs.groupBy("user_id").count()
     assert per_user.count() > 100 and per_user.where(F.col("count") != settings.recommend.top_n).count() == 0
-    # no ranker is trained by the nightly DAG: the rows say they come without one
-    assert recs.where(F.col("model_version").startswith("ranker:")).count() == 0
-    assert recs.where(F.col("model_version").endswith("(no champion ranker)")).count() > 0
+    # the nightly DAG trains no ranker: it ranks with the registry's champion (the pipeline's)
+    name = settings.ranker.registered_model
+    assert recs.where(~F.col("model_version").startswith(f"ranker:{name}/")).count() == 0
     assert (Path(settings.evaluate.report_dir) / DS / "evaluation.md").is_file()
 
 
@@ -179,7 +193,7 @@ def standalone(tmp_path_factory):
     """A Spark standalone master and two one-core workers on 127.0.0.1 (real JVM daemons)."""
     root = tmp_path_factory.mktemp("cluster")
     port = _free_port()
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+    env = {**_job_env(), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
            "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "SPARK_NO_DAEMONIZE": "1", **FAST_JVM}
     spark_class = str(VENV_BIN / "spark-class")
     procs, logs = [], []
@@ -226,7 +240,9 @@ def _sorted_rows(df, cols):
 @pytest.mark.slow
 def test_standalone_cluster_writes_the_same_tables(spark, airflow_nightly, standalone):
     local = load_settings(str(airflow_nightly["conf"]))
-    conf = _write_conf(standalone["root"] / "run", Path(local.demo.output_dir))  # the same generated log
+    # the same generated log and the same registry (so the same champion ranks on the cluster, its model
+    # shipped to the executors with SparkContext.addFile)
+    conf = _write_conf(standalone["root"] / "run", Path(local.demo.output_dir), local.tracking_uri())
     cluster = load_settings(str(conf))
     submit = [str(VENV_BIN / "spark-submit"), "--master", standalone["url"], "--driver-memory", "2g",
               "--executor-memory", "1g", "--total-executor-cores", "2"]
