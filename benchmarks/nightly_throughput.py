@@ -32,6 +32,10 @@ DS = "2026-11-02"
 PREPARE = ["ingest", "clean", "embed_items", "build_profiles", "train_als", "build_ranker_examples", "train_ranker"]
 
 
+def _num(x: float | None, digits: int) -> str:
+    return "not recorded" if x is None else f"{x:.{digits}f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=6000)
@@ -40,6 +44,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--prepare-only", action="store_true", help="build the inputs and the champion, measure nothing")
     ap.add_argument("--reuse", action="store_true", help="measure on the inputs a --prepare-only run left")
+    ap.add_argument("--parse-only", action="store_true", help="write the results from the logs of the last runs")
     args = ap.parse_args()
     work = REPO / ".liverec" / "bench-nightly"
     if not args.reuse:
@@ -64,20 +69,23 @@ def main() -> int:
     runs = []
     for i in range(args.repeat):
         log = work / f"recommend_nightly-{i}.log"
-        measured = run_measured([liverec, "run", "recommend_nightly", *common], env, log)
+        if args.parse_only:  # wall time and peak memory were only printed by the measuring run
+            measured = json.loads((work / f"measured-{i}.json").read_text())
+        else:
+            measured = run_measured([liverec, "run", "recommend_nightly", *common], env, log)
+            (work / f"measured-{i}.json").write_text(json.dumps(measured))
         text = log.read_text()
         done = float(re.search(r"\[recommend_nightly\] done in ([\d.]+)s", text).group(1))
         cands = int(re.search(r"\[recommend_nightly\] candidates: ([\d,]+) rows", text).group(1).replace(",", ""))
-        written = re.search(r"write gold.recommendations: ([\d,]+) rows.*? users=(\d+) ranked_rows=(\d+)", text)
-        users, ranked = int(written.group(2)), int(written.group(3))
+        written = re.search(r"write gold.recommendations: ([\d,]+) rows.*? users=([\d,]+) ranked_rows=([\d,]+)", text)
+        users, ranked = (int(written.group(g).replace(",", "")) for g in (2, 3))
         steps = {m.group(1): float(m.group(2)) for m in re.finditer(r"\[recommend_nightly\] ([\w ]+?): .*?([\d.]+)s",
                                                                     text)}
         runs.append({**measured, "job_seconds": done, "users": users, "ranked_rows": ranked, "candidates": cands,
                      "candidates_per_user": cands / max(users, 1), "users_per_s": users / done,
-                     "users_per_s_wall": users / measured["seconds"], "steps": steps})
+                     "users_per_s_wall": users / measured["seconds"] if measured["seconds"] else None, "steps": steps})
         print(f"run {i}: {users} users, {cands / users:.0f} candidates/user, job {done:.0f}s -> "
-              f"{users / done:.1f} users/s (wall {measured['seconds']:.0f}s, peak {measured['peak_rss_gib']:.1f} GiB)",
-              flush=True)
+              f"{users / done:.1f} users/s", flush=True)
     best = max(runs, key=lambda r: r["users_per_s"])
     payload = {"machine": machine(), "date": dt.date.today().isoformat(), "args": vars(args), "prepare": prepared,
                "runs": runs}
@@ -88,8 +96,8 @@ def main() -> int:
              "| peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(runs):
         lines.append(f"| {i} | {r['users']:,} | {r['candidates_per_user']:.0f} | {r['ranked_rows']:,} | "
-                     f"{r['job_seconds']:.0f} | {r['users_per_s']:.1f} | {r['seconds']:.0f} | "
-                     f"{r['users_per_s_wall']:.1f} | {r['peak_rss_gib']:.1f} |")
+                     f"{r['job_seconds']:.0f} | {r['users_per_s']:.1f} | {_num(r['seconds'], 0)} | "
+                     f"{_num(r['users_per_s_wall'], 1)} | {_num(r['peak_rss_gib'], 1)} |")
     lines += ["", f"Best: {best['users_per_s']:.1f} users/s ({best['users']:,} users x "
               f"{best['candidates_per_user']:.0f} candidates = {best['candidates']:,} scored pairs in "
               f"{best['job_seconds']:.0f}s, {best['candidates'] / best['job_seconds']:,.0f} pairs/s). "
