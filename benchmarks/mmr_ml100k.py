@@ -24,14 +24,14 @@ import statistics
 import time
 from pathlib import Path
 
+import _ml100k
 import numpy as np
 import pandas as pd
 from _measure import machine, write_results
 from pyspark.sql import functions as F
 from ranker_ml100k import ndcg_of
 
-from liverec import als, embeddings, evaluation, ingest, ranking, vectors
-from liverec.cleaning import parse_ts
+from liverec import als, evaluation, ranking, vectors
 from liverec.config import load_settings
 from liverec.session import build_spark
 
@@ -85,20 +85,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 2024])
-    ap.add_argument("--pool", type=int, default=50, help="candidates per user MMR picks from (conf recommend.mmr_pool)")
+    ap.add_argument("--pool", type=int, help="candidates per user MMR picks from (default: conf recommend.mmr_pool)")
     args = ap.parse_args()
     work = REPO / ".liverec" / "bench-mmr"
     settings = load_settings(overrides=[f"scratch_dir={work}", "spark.master=local[2]", "spark.shuffle_partitions=4",
                                         "spark.driver_memory=6g", "demo_mode=true"])
     spark = build_spark(settings, "bench-mmr")
-    data = ingest.read_movielens(spark, str(Path(args.data) / "ml-100k"))
-    events = data.events.select("user_id", "item_id", "event_type", F.col("value").cast("double").alias("value"),
-                                parse_ts(F.col("ts")).alias("ts")).cache()
-    cats = F.filter(F.split(F.coalesce(F.col("category"), F.lit("")), r"\|"), lambda c: c != "")
-    items = data.items.select("item_id", "title", cats.alias("categories"), "description")
-    texts = embeddings.item_texts(items, settings.embeddings).where(F.col("text").isNotNull())
-    emb = embeddings.encode(texts, settings.embeddings, 2).select(
-        "item_id", F.col("embedding").alias("features")).localCheckpoint()
+    args.pool = args.pool or settings.recommend.mmr_pool
+    events, items, item_emb = _ml100k.load(spark, settings, args.data)
+    emb = item_emb.select("item_id", F.col("embedding").alias("features")).localCheckpoint()
     emb_pd = emb.toPandas()
     text_vecs = {i: np.asarray(v, dtype=np.float32) for i, v in zip(emb_pd["item_id"], emb_pd["features"], strict=True)}
     genres = items.select("item_id", "categories").toPandas()

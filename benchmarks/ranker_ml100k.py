@@ -27,12 +27,12 @@ import statistics
 import time
 from pathlib import Path
 
+import _ml100k
 import pandas as pd
 from _measure import machine, write_results
 from pyspark.sql import functions as F
 
-from liverec import embeddings, evaluation, ingest, metrics
-from liverec.cleaning import parse_ts
+from liverec import evaluation, metrics
 from liverec.config import load_settings
 from liverec.ranker import examples as ex
 from liverec.ranker import train
@@ -117,15 +117,7 @@ def main() -> int:
     settings = load_settings(overrides=[f"scratch_dir={work}", "spark.master=local[2]", "spark.shuffle_partitions=4",
                                         "spark.driver_memory=8g", "demo_mode=true"])
     spark = build_spark(settings, "bench-ranker")
-    data = ingest.read_movielens(spark, str(Path(args.data) / "ml-100k"))
-    events = data.events.select("user_id", "item_id", "event_type", F.col("value").cast("double").alias("value"),
-                                parse_ts(F.col("ts")).alias("ts")).cache()
-    cats = F.filter(F.split(F.coalesce(F.col("category"), F.lit("")), r"\|"), lambda c: c != "")
-    items = data.items.select("item_id", "title", cats.alias("categories"), "description")
-    texts = embeddings.item_texts(items, settings.embeddings).where(F.col("text").isNotNull())
-    item_emb = (embeddings.encode(texts, settings.embeddings, 2).join(items.select("item_id", "categories"), "item_id")
-                .cache())
-    item_emb.count()
+    events, _, item_emb = _ml100k.load(spark, settings, args.data)
     seeds = args.seeds[:1] if args.quick else args.seeds
     runs = []
     for i, seed in enumerate(seeds):

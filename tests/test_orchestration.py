@@ -25,11 +25,11 @@ from pyspark.sql import functions as F
 
 from liverec import lakehouse, tables
 from liverec.config import load_settings
-from tests.conftest import REPO
+from tests.conftest import DEMO_DS, REPO, SMALL_DATA
 
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
 VENV_BIN = Path(sys.executable).parent
-DS = "2026-11-02"
+DS = DEMO_DS  # the demo log ends 2026-11-01
 NIGHTLY = {
     "ingest": [],
     "clean": ["ingest"],
@@ -63,7 +63,7 @@ def _airflow_env(home: Path) -> dict[str, str]:
 # tiny tables, short-lived JVMs: no whole-stage code generation (compiling costs more than it saves at this size),
 # Delta log replay in 2 tasks (default 50); with C1-only JIT for the JVMs the tests start (JAVA_TOOL_OPTIONS)
 # these took a build_profiles job from 81 s to 47 s here
-SMALL_DATA_CONF = json.dumps({"spark.sql.codegen.wholeStage": "false", "spark.databricks.delta.snapshotPartitions": "2"})
+SMALL_DATA_CONF = json.dumps(dict(kv.removeprefix("spark.conf.").split("=", 1) for kv in SMALL_DATA))
 FAST_JVM = {"JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1"}
 
 

@@ -238,17 +238,14 @@ def diversify(scored: DataFrame, item_vectors: DataFrame, n: int, lam: float, po
 
 # --------------------------------------------------------------------------- reasons
 
-def _quoted_title(col: str) -> Any:
-    return F.coalesce(F.concat(F.lit('"'), F.col("title"), F.lit('"')), F.concat(F.lit("item "), F.col(col)))
-
-
 def with_reasons(top: DataFrame, f: ex.Features, user_profiles: DataFrame, items: DataFrame,
                  als_vectors: DataFrame, history: int) -> DataFrame:
     """+ reason: content -> the history item it is similar to; friends -> a friend who chose it (and how many
     more); popular_category -> the category; als -> the recent item closest in ALS space (recommend's rule)."""
     titles = items.select(F.col("item_id").alias("via"), "title")
     content = (top.where(F.col("source") == "content").join(titles, "via", "left")
-               .withColumn("reason", F.concat(F.lit("Similar to "), _quoted_title("via"), F.lit(", which you chose"))))
+               .withColumn("reason", F.concat(F.lit("Similar to "), recommend.quoted_title("via"),
+                                              F.lit(", which you chose"))))
     friends = (top.where(F.col("source") == "friends")
                .join(f.friends_on_item.select("user_id", "item_id", "n_friends"), ["user_id", "item_id"], "left")
                .withColumn("reason", F.concat(

@@ -4,7 +4,7 @@ favourite categories (or overall) for the rest; seen items never come back; ever
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from liverec import embeddings, vectors
@@ -64,6 +64,11 @@ def cold_items(item_embeddings: DataFrame, events: DataFrame, max_users: int) ->
             .where(F.coalesce(F.col("n_users"), F.lit(0)) <= max_users).drop("n_users"))
 
 
+def quoted_title(id_col: str) -> Column:
+    """The ``title`` column in double quotes, or "item <id>" when the item has no title."""
+    return F.coalesce(F.concat(F.lit('"'), F.col("title"), F.lit('"')), F.concat(F.lit("item "), F.col(id_col)))
+
+
 def reasons_from_history(recs: DataFrame, profiles: DataFrame, item_vectors: DataFrame, items: DataFrame,
                          history: int, prefix: str = "Because you showed interest in ") -> DataFrame:
     """For each row, the user's recent item (of the last ``history``) most similar to it (cosine of
@@ -77,8 +82,7 @@ def reasons_from_history(recs: DataFrame, profiles: DataFrame, item_vectors: Dat
     best = Window.partitionBy("user_id", "item_id").orderBy(F.col("sim").desc(), "rp")
     top = pairs.withColumn("_r", F.row_number().over(best)).where(F.col("_r") == 1)
     titled = top.join(items.select(F.col("item_id").alias("hist_id"), "title"), "hist_id", "left")
-    because = F.concat(F.lit(prefix),
-                       F.coalesce(F.concat(F.lit('"'), F.col("title"), F.lit('"')), F.concat(F.lit("item "), "hist_id")))
+    because = F.concat(F.lit(prefix), quoted_title("hist_id"))
     return titled.select("user_id", "item_id", because.alias("reason"))
 
 
