@@ -15,7 +15,7 @@ PETASTORM_DEPS := dill diskcache future psutil pyzmq six fsspec packaging
 RUN_ENV := HOME=$(SCRATCH)/home TMPDIR=$(SCRATCH)/tmp HF_HOME=$(SCRATCH)/hf HF_HUB_OFFLINE=1 \
 	MPLCONFIGDIR=$(SCRATCH)/mpl PATH=$(CURDIR)/$(BIN):$$PATH PYSPARK_PYTHON=$(CURDIR)/$(BIN)/python
 
-.PHONY: setup airflow-setup scratch demo notebook test test-fast lint benchmark clean-scratch
+.PHONY: setup airflow-setup scratch demo serve notebook test test-fast lint benchmark clean-scratch
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ scratch:
 demo: setup scratch
 	$(RUN_ENV) $(BIN)/liverec pipeline --set demo_mode=true
 
+# serve the demo's online model (after make demo): mlflow models serve on 127.0.0.1:5001
+serve: setup scratch
+	$(RUN_ENV) $(BIN)/liverec serve --set demo_mode=true
+
 # re-execute notebooks/nightly_report.ipynb on the demo lakehouse (after make demo)
 notebook: setup scratch
 	$(RUN_ENV) $(BIN)/python notebooks/make_report.py
@@ -72,6 +76,8 @@ benchmark: setup scratch
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ranker_ml100k.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python mmr_ml100k.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python nightly_throughput.py
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python online_latency.py --prepare
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python stream_freshness.py
 
 clean-scratch:
 	rm -rf .liverec lakehouse demo_data

@@ -83,6 +83,31 @@ def demo_pipeline(tmp_path_factory, spark) -> Settings:
     return settings
 
 
+ML100K_DS = "2024-01-15"
+
+
+@pytest.fixture(scope="session")
+def ml100k_pipeline(tmp_path_factory, spark) -> Settings:
+    """The batch chain on the real MovieLens 100K (skipped without ../shared/data/ml-100k), up to the
+    published online model: ingest, clean, embed_items, build_profiles, train_als, build_ranker_examples,
+    train_ranker, recommend_nightly, publish_online, for ds ML100K_DS, with a lighter ranker run."""
+    from liverec.cli import main
+
+    data = shared("ml-100k")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # another test's mlflow.set_tracking_uri would win over the conf
+    settings = settings_for(tmp_path_factory.mktemp("ml100k"))
+    stages = ("ingest,clean,embed_items,build_profiles,train_als,build_ranker_examples,train_ranker,"
+              "recommend_nightly,publish_online")
+    light = ["--set", "ranker.epochs=3", "--set", "ranker.num_processes=1", "--set", "recommend.als_candidates=100",
+             "--set", "recommend.mmr_pool=30"]
+    try:
+        assert main(["pipeline", *cli_args(settings), *light, "--ds", ML100K_DS, "--source", "movielens",
+                     "--input", str(data), "--stages", stages]) == 0
+    finally:  # the run exported its store as MLFLOW_TRACKING_URI: later tests read their own conf's
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return settings
+
+
 @contextlib.contextmanager
 def restored(spark, settings: Settings, *names: str):
     """Put the named Delta tables back to their current versions when the block ends."""

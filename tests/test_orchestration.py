@@ -2,10 +2,10 @@
 
 - The DAG folder loads in Airflow's DagBag with the expected tasks, dependencies and schedules.
 - ``airflow dags test liverec_nightly`` runs every task (spark-submit of each job) on demo data
-  against local Spark (slow).
-- The same chain submitted to a standalone master with two workers on 127.0.0.1 writes tables equal
-  to the Airflow (local) run's (slow). Both rank with the champion ranker of the test pipeline's
-  registry, so the model's trip to the executors is part of what is compared.
+  against a Spark standalone cluster (a master and two one-core workers on 127.0.0.1, real JVM
+  daemons), ranking with the champion ranker of the test pipeline's registry, so the model's trip to
+  the executors is exercised (slow). One chain checks both: the scheduler's spark-submit calls and
+  the jobs running on a cluster rather than in ``local[*]``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
@@ -37,6 +36,7 @@ NIGHTLY = {
     "train_als": ["clean"],
     "build_profiles": ["embed_items"],
     "recommend_nightly": ["build_profiles", "train_als"],
+    "publish_online": ["recommend_nightly"],
     "evaluate": ["recommend_nightly"],
 }
 TRAINING = {"build_ranker_examples": [], "train_ranker": ["build_ranker_examples"],
@@ -140,16 +140,19 @@ print("RESULT " + json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def airflow_nightly(tmp_path_factory, demo_pipeline):
-    """``airflow dags test liverec_nightly DS`` on a small demo log against local Spark, with the registry of
-    the test pipeline (``demo_pipeline``), whose champion ranker the nightly job then ranks with."""
+def airflow_nightly(tmp_path_factory, demo_pipeline, standalone):
+    """``airflow dags test liverec_nightly DS`` on a small demo log against the standalone cluster, with the
+    registry of the test pipeline (``demo_pipeline``), whose champion ranker the nightly job then ranks with."""
     root = tmp_path_factory.mktemp("airflow")
     conf = _write_conf(root / "local", root / "demo", demo_pipeline.tracking_uri())
-    env = {**_airflow_env(root / "airflow"), "LIVEREC_AIRFLOW_RETRIES": "0"}  # a failure fails now, not after back-off
+    host, port = standalone["url"].rsplit(":", 1)
+    env = {**_airflow_env(root / "airflow"), **standalone["env"],
+           "AIRFLOW_CONN_SPARK_CLUSTER": json.dumps({"conn_type": "spark", "host": host, "port": int(port)}),
+           "LIVEREC_AIRFLOW_RETRIES": "0"}  # a failure fails now, not after back-off
     migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True,
                              text=True, timeout=600)
     assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
-    run_conf = {"conf_path": str(conf), "spark_conn_id": "spark_local", "source": "demo",
+    run_conf = {"conf_path": str(conf), "spark_conn_id": "spark_cluster", "source": "demo",
                 "evaluate_split": "temporal"}
     started = time.monotonic()
     run = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "test", "liverec_nightly", DS,
@@ -157,7 +160,8 @@ def airflow_nightly(tmp_path_factory, demo_pipeline):
     log = run.stdout + run.stderr
     (root / "dags_test.log").write_text(log)
     assert run.returncode == 0, log[-5000:]
-    return {"conf": conf, "root": root, "log": log, "seconds": time.monotonic() - started}
+    return {"conf": conf, "root": root, "log": log, "seconds": time.monotonic() - started,
+            "master": standalone["url"], "cluster_root": standalone["root"]}
 
 
 @pytest.mark.slow
@@ -165,10 +169,16 @@ def test_airflow_dags_test_runs_the_nightly_chain(spark, airflow_nightly):
     log = airflow_nightly["log"]
     # every task ran through spark-submit and succeeded, in dependency order
     finished = re.findall(r"\[(\w+)\] done in", log)
-    assert finished == ["ingest", "clean", "embed_items", "build_profiles", "train_als", "recommend_nightly",
-                        "evaluate"] or (sorted(finished) == sorted(NIGHTLY) and
-                                        finished.index("train_als") < finished.index("recommend_nightly"))
-    assert "spark-submit" in log and "--ds 2026-11-02" in log
+    assert sorted(finished) == sorted(NIGHTLY), finished
+    for task, upstream in NIGHTLY.items():
+        assert all(finished.index(u) < finished.index(task) for u in upstream), finished
+    assert "spark-submit" in log and "--ds 2026-11-02" in log and airflow_nightly["master"] in log
+    # the jobs really ran on the cluster: the master registered every job's application, both workers ran
+    # executors
+    master_log = (airflow_nightly["cluster_root"] / "master.log").read_text()
+    assert master_log.count("Registered app liverec-") >= len(NIGHTLY), master_log[-2000:]
+    for w in (1, 2):
+        assert list((airflow_nightly["cluster_root"] / f"work{w}").glob("app-*/*/stderr")), f"worker {w} idle"
     assert not re.search(r"new_state=(failed|up_for_retry)", log)
     settings = load_settings(str(airflow_nightly["conf"]))
     recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == DS)
@@ -228,58 +238,3 @@ def standalone(tmp_path_factory):
                 p.kill()
         for log in logs:
             log.close()
-
-
-NIGHTLY_CHAIN = "ingest,clean,embed_items,build_profiles,train_als,recommend_nightly"
-
-
-def _sorted_rows(df, cols):
-    return sorted((tuple(r) for r in df.select(*cols).collect()), key=repr)
-
-
-@pytest.mark.slow
-def test_standalone_cluster_writes_the_same_tables(spark, airflow_nightly, standalone):
-    local = load_settings(str(airflow_nightly["conf"]))
-    # the same generated log and the same registry (so the same champion ranks on the cluster, its model
-    # shipped to the executors with SparkContext.addFile)
-    conf = _write_conf(standalone["root"] / "run", Path(local.demo.output_dir), local.tracking_uri())
-    cluster = load_settings(str(conf))
-    submit = [str(VENV_BIN / "spark-submit"), "--master", standalone["url"], "--driver-memory", "2g",
-              "--executor-memory", "1g", "--total-executor-cores", "2"]
-    # the chain in one application (jobs/pipeline.py), so the executors stay up between stages
-    run = subprocess.run([*submit, str(REPO / "jobs" / "pipeline.py"), "--stages", NIGHTLY_CHAIN, "--source", "demo",
-                          "--conf", str(conf), "--ds", DS], env=standalone["env"], capture_output=True, text=True,
-                         timeout=1500)
-    out = run.stdout + run.stderr
-    assert run.returncode == 0, out[-4000:]
-    assert re.findall(r"\[(\w+)\] done in", out) == NIGHTLY_CHAIN.split(","), out[-3000:]
-    # the jobs really ran on the cluster: the master registered the application, both workers ran executors
-    master_log = (standalone["root"] / "master.log").read_text()
-    assert "Registered app liverec-pipeline" in master_log, master_log[-2000:]
-    for w in (1, 2):
-        assert list((standalone["root"] / f"work{w}").glob("app-*/*/stderr")), f"worker {w} ran no executor"
-
-    def table(settings, name):
-        return lakehouse.read(spark, settings, name).where(F.col("ds") == DS)
-
-    for name, cols in ((tables.SILVER_EVENTS, ["event_id", "user_id", "item_id", "event_type", "value", "ts"]),
-                       (tables.SILVER_QUARANTINE, ["user_id", "item_id", "event_type", "reason"]),
-                       (tables.ITEM_NEIGHBORS, ["item_id", "rank", "neighbor_id"]),
-                       (tables.USER_PROFILES, ["user_id", "n_events", "n_items", "recent_items", "top_categories",
-                                               "friend_count"]),
-                       (tables.RECOMMENDATIONS, ["user_id", "rank", "item_id", "source", "reason"])):
-        a, b = _sorted_rows(table(local, name), cols), _sorted_rows(table(cluster, name), cols)
-        assert len(a) > 0 and a == b, name
-    for name, key, vec in ((tables.ITEM_EMBEDDINGS, "item_id", "embedding"),
-                           (tables.USER_FACTORS, "user_id", "features"),
-                           (tables.ITEM_FACTORS, "item_id", "features")):
-        a = dict(_sorted_rows(table(local, name), [key, vec]))
-        b = dict(_sorted_rows(table(cluster, name), [key, vec]))
-        assert a.keys() == b.keys() and len(a) > 0, name
-        diff = max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a)
-        assert diff < 1e-4, (name, diff)
-    scores_a = dict(((r[0], r[1]), r[2]) for r in _sorted_rows(table(local, tables.RECOMMENDATIONS),
-                                                                ["user_id", "item_id", "score"]))
-    scores_b = dict(((r[0], r[1]), r[2]) for r in _sorted_rows(table(cluster, tables.RECOMMENDATIONS),
-                                                                ["user_id", "item_id", "score"]))
-    assert max(abs(scores_a[k] - scores_b[k]) for k in scores_a) < 1e-4

@@ -138,3 +138,24 @@ def test_embedding_tables_from_the_vocabulary(spark):
     assert (id_init[0] == 0).all() and id_init[1].tolist() == [1.0, 2.0] and id_init[3].tolist() == [3.0, 4.0]
     assert 0 < abs(id_init[2]).max() < 0.1  # no factor: small random start
     assert text[2].tolist() == [0.0, 1.0, 0.0] and (text[3] == 0).all() and (text[0] == 0).all()
+
+
+def test_shared_history_forward_equals_the_batch_forward():
+    """The online path computes the user's recent-item representations once; the scores must not change."""
+    import torch
+
+    from liverec.ranker.model import Ranker, RankerShape
+
+    torch.manual_seed(0)
+    shape = RankerShape(n_items=50, id_dim=8, text_in=12, text_dim=4, n_dense=5, attention_hidden=6,
+                        cross_layers=2, hidden_units=(16, 8), dropout=0.0)
+    model = Ranker(shape, text_table=np.random.default_rng(0).normal(size=(50, 12))).eval()
+    items = torch.tensor([3, 7, 0, 49, 12])
+    recent = torch.tensor([5, 9, 0, 0, 14, 0])  # padding and unknown ids included
+    dense = torch.randn(5, 5)
+    with torch.no_grad():
+        batch = model(items, recent.unsqueeze(0).expand(5, -1), dense)
+        shared = model.forward_shared(items, recent, dense)
+        empty = model.forward_shared(items, torch.zeros(6, dtype=torch.long), dense)
+    assert torch.allclose(batch, shared, atol=1e-6)
+    assert torch.isfinite(empty).all()

@@ -18,11 +18,11 @@ DS = "2024-01-15"
 
 
 @pytest.mark.slow
-def test_movielens_100k(spark, settings, capsys):
-    data = shared("ml-100k")
-    assert main(["run", "ingest", *cli_args(settings), "--ds", DS, "--source", "movielens", "--input", str(data)]) == 0
-    assert main(["run", "clean", *cli_args(settings), "--ds", DS]) == 0
-    assert "balance: input 100,000 = silver 100,000 + quarantine 0 + duplicates 0" in capsys.readouterr().out
+def test_movielens_100k(spark, ml100k_pipeline):
+    """Ingest, clean and the text encoder on the real data (the run is conftest's ml100k_pipeline)."""
+    settings = ml100k_pipeline
+    clean = mlflow_summary(settings, "clean")
+    assert (clean["input_rows"], clean["kept"], clean["quarantined"], clean["duplicates"]) == (100_000, 100_000, 0, 0)
     silver = lakehouse.read(spark, settings, tables.SILVER_EVENTS)
     row = silver.agg(F.count("*").alias("n"), F.countDistinct("user_id").alias("users"),
                      F.countDistinct("item_id").alias("items"), F.min("value").alias("lo"),
@@ -34,11 +34,21 @@ def test_movielens_100k(spark, settings, capsys):
     assert set(star_wars["category"].split("|")) == {"Action", "Adventure", "Romance", "Sci-Fi", "War"}
 
     # item embeddings from the real all-MiniLM-L6-v2 over titles and genres
-    assert main(["run", "embed_items", *cli_args(settings), "--ds", DS]) == 0
     assert lakehouse.read(spark, settings, tables.ITEM_EMBEDDINGS).count() == 1_682
     top5 = [r["title"] for r in _neighbours(spark, settings).where(
         (F.col("query_title") == "Star Wars (1977)") & (F.col("rank") <= 5)).collect()]
     assert {"Return of the Jedi (1983)", "Empire Strikes Back, The (1980)"} <= set(top5), top5
+
+
+def mlflow_summary(settings, stage: str) -> dict[str, float]:
+    """The metrics of the newest MLflow run of ``stage`` in the settings' store."""
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name(settings.mlflow.experiment)
+    runs = client.search_runs([exp.experiment_id], f"tags.`liverec.stage` = '{stage}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].data.metrics
 
 
 def _neighbours(spark, settings):

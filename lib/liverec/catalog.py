@@ -27,7 +27,11 @@ def latest_items(spark: SparkSession, settings: Settings, ds: str | None = None)
 
 def events_until(spark: SparkSession, settings: Settings, ds: str, window_days: int = 0) -> DataFrame:
     """silver.events of every date up to ``ds``; with ``window_days`` only the last N days of event time."""
-    events = lakehouse.read(spark, settings, tables.SILVER_EVENTS).where(F.col("ds") <= ds)
+    return within_days(lakehouse.read(spark, settings, tables.SILVER_EVENTS).where(F.col("ds") <= ds), window_days)
+
+
+def within_days(events: DataFrame, window_days: int) -> DataFrame:
+    """The events of the last ``window_days`` days of event time (all of them when 0)."""
     if window_days > 0:
         newest = events.agg(F.max("ts")).collect()[0][0]
         if newest is not None:

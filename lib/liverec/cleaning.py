@@ -162,6 +162,11 @@ def content_event_id(source: Column | str = "source") -> Column:
     return F.sha2(F.concat_ws("\u241f", F.col(source) if isinstance(source, str) else source, *fields), 256)
 
 
+def event_id_column() -> Column:
+    """A bronze row's event id: the source's own, else :func:`content_event_id`."""
+    return F.coalesce(F.trim("event_id"), content_event_id())
+
+
 def classify(bronze: DataFrame, settings: Settings, ds: str, other_event_ids: DataFrame | None) -> DataFrame:
     """Add ``_status``, ``_reason``, ``_detail`` and parsed columns to every bronze row (row count kept)."""
     conf = settings.clean
@@ -169,7 +174,7 @@ def classify(bronze: DataFrame, settings: Settings, ds: str, other_event_ids: Da
           .withColumn("_ts", parse_ts(F.col("ts")))
           .withColumn("_value", F.col("value").try_cast("double"))
           .withColumn("_price", F.col("price").try_cast("double"))
-          .withColumn("_event_id", F.coalesce(F.trim("event_id"), content_event_id())))
+          .withColumn("_event_id", event_id_column()))
     df = df.withColumn("_reason", reason_column(conf, ds)).withColumn(
         "_detail", F.when(F.col("_reason") == "future_ts", F.col("ts").cast("string")))
 

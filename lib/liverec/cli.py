@@ -3,6 +3,7 @@
     liverec run <stage> [--conf F] [--set k=v ...] [--ds YYYY-MM-DD] [stage options]
     liverec pipeline    [--conf F] [--set k=v ...] [--ds YYYY-MM-DD] [--source demo ...]
     liverec generate    [--conf F] [--set k=v ...] [--output DIR] [--events N]
+    liverec serve       [--conf F] [--set k=v ...] [--host H] [--port P] [--version N]
     liverec stages
 
 Problems the user can fix print one line, ``liverec <stage>: error: ...``, and exit with 2.
@@ -65,8 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     from liverec.stages import _generate_args
 
     _generate_args(gen)
+    serve = sub.add_parser("serve", help="serve the online model (mlflow models serve --env-manager local)")
+    serve.add_argument("--conf", help="config overlay file (default: conf/local.yaml)")
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    serve.add_argument("--host", help="address to listen on (default: conf online.host)")
+    serve.add_argument("--port", type=int, help="port (default: conf online.port)")
+    serve.add_argument("--version", help="serve this registered version instead of the online alias")
+    serve.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     sub.add_parser("stages", help="list the stages")
     return parser
+
+
+def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow models serve`` command line and environment for the configured online model."""
+    import os
+
+    from liverec.config import load_settings
+
+    settings = load_settings(args.conf, args.set)
+    conf = settings.online
+    uri = f"models:/{conf.registered_model}/{args.version}" if args.version else \
+        f"models:/{conf.registered_model}@{conf.alias}"
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+           "-h", args.host or conf.host, "-p", str(args.port or conf.port), "-w", str(args.workers)]
+    return cmd, {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri()}
 
 
 def _run_stages(names: Sequence[str], args: argparse.Namespace, extra: dict[str, Any] | None = None) -> None:
@@ -121,6 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in PIPELINE:
                 print(f"{name:18s} {STAGES[name].help}")
             return 0
+        if args.command == "serve":
+            import os
+
+            cmd, env = serve_command(args)
+            print(f"liverec serve: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+            os.execve(cmd[0], cmd, env)
         if args.command == "run":
             label = f"liverec {args.stage}"
             _run_stages([args.stage], args)

@@ -142,12 +142,39 @@ class RankerSettings:
 
 
 @dataclass(frozen=True)
+class OnlineSettings:
+    registered_model: str
+    alias: str
+    candidates: int
+    session_slots: int
+    default_k: int
+    max_k: int
+    max_session: int
+    max_exclude: int
+    max_requests: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class EvaluateSettings:
     k: int
     random_test_fraction: float
     temporal_test_fraction: float
     seed: int
     report_dir: str
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    landing: str
+    format: str
+    checkpoint: str
+    trigger_seconds: float
+    max_files_per_trigger: int
+    recent_items: int
+    shuffle_partitions: int
+    snapshot_partitions: int
 
 
 @dataclass(frozen=True)
@@ -180,7 +207,9 @@ class Settings:
     embeddings: EmbeddingSettings
     recommend: RecommendSettings
     ranker: RankerSettings
+    online: OnlineSettings
     evaluate: EvaluateSettings
+    stream: StreamSettings
     demo: DemoSettings
 
     def tracking_uri(self) -> str:
@@ -343,6 +372,8 @@ def _resolve_paths(s: Settings) -> Settings:
         mlflow=dataclasses.replace(s.mlflow, tracking_uri=uri, artifact_root=_absolute(s.mlflow.artifact_root)),
         demo=dataclasses.replace(s.demo, output_dir=_absolute(s.demo.output_dir)),
         evaluate=dataclasses.replace(s.evaluate, report_dir=_absolute(s.evaluate.report_dir)),
+        stream=dataclasses.replace(s.stream, landing=_absolute(s.stream.landing),
+                                   checkpoint=_absolute(s.stream.checkpoint) if s.stream.checkpoint else ""),
     )
 
 

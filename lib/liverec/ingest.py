@@ -165,11 +165,16 @@ def _with_input_file(df: DataFrame) -> DataFrame:
     return df.withColumn("input_file", F.col("_metadata.file_path"))
 
 
-def read_generic_events(spark: SparkSession, path: str, fmt: str | None = None) -> DataFrame:
-    df = read_table_file(spark, path, fmt, EVENT_REQUIRED, EVENT_OPTIONAL, "events input")
+def generic_event_columns(df: DataFrame) -> DataFrame:
+    """The generic event columns (blanks as nulls), no source reject, ``raw_record`` and the input file:
+    what bronze.events keeps of a generic event file, for the batch reader and the stream alike."""
     df = _with_input_file(df)
     cols = [_blank_to_null(F.col(c)).alias(c) for c in (*EVENT_REQUIRED, *EVENT_OPTIONAL)]
     return df.select(*cols, F.lit(None).cast("string").alias("source_reject"), "raw_record", "input_file")
+
+
+def read_generic_events(spark: SparkSession, path: str, fmt: str | None = None) -> DataFrame:
+    return generic_event_columns(read_table_file(spark, path, fmt, EVENT_REQUIRED, EVENT_OPTIONAL, "events input"))
 
 
 def read_generic_items(spark: SparkSession, path: str, fmt: str | None = None) -> DataFrame:

@@ -51,12 +51,15 @@ def _predicate(partition: dict[str, str]) -> str:
 
 
 def overwrite_partition(
-    spark: SparkSession, settings: Settings, table: str, df: DataFrame, partition: dict[str, str]
+    spark: SparkSession, settings: Settings, table: str, df: DataFrame, partition: dict[str, str],
+    condition: str | None = None,
 ) -> int:
     """Replace exactly the rows of ``partition`` (e.g. one ds) in one Delta transaction.
 
-    Rows of other partitions are untouched, so rerunning a date replaces that date alone. Returns the
-    new table version.
+    Rows of other partitions are untouched, so rerunning a date replaces that date alone. ``condition``
+    (SQL) narrows what is replaced further: with ``source <> 'stream'`` the rows of the partition that
+    match it are replaced and the others kept (Delta refuses a written row that does not match). Returns
+    the new table version.
     """
     data = conform(df, table)
     for key, value in partition.items():
@@ -65,17 +68,36 @@ def overwrite_partition(
     writer = data.write.format("delta").option("mergeSchema", "true").partitionBy(*tables.PARTITIONS[table])
     path = tables.table_path(settings, table)
     if exists(spark, settings, table):
-        writer.mode("overwrite").option("replaceWhere", _predicate(partition)).save(path)
+        where = _predicate(partition) + (f" AND ({condition})" if condition else "")
+        writer.mode("overwrite").option("replaceWhere", where).save(path)
     else:
         writer.mode("append").save(path)
     return version(spark, settings, table)  # type: ignore[return-value]
 
 
+def append(spark: SparkSession, settings: Settings, table: str, df: DataFrame,
+           txn: tuple[str, int] | None = None) -> None:
+    """Append ``df`` to ``table`` (created when missing) in one Delta transaction.
+
+    ``txn = (app_id, version)`` makes the append idempotent (Delta's ``txnAppId`` / ``txnVersion``): Delta
+    skips it when the table already holds a commit of that app id with this version or a later one, so a
+    micro-batch that Spark re-executes after a crash is not appended twice.
+    """
+    writer = (conform(df, table).write.format("delta").mode("append").option("mergeSchema", "true")
+              .partitionBy(*tables.PARTITIONS[table]))
+    if txn is not None:
+        writer = writer.option("txnAppId", txn[0]).option("txnVersion", int(txn[1]))
+    writer.save(tables.table_path(settings, table))
+
+
 def count_partition(spark: SparkSession, settings: Settings, table: str, partition: dict[str, str],
-                    version_: int | None = None) -> int:
+                    version_: int | None = None, condition: str | None = None) -> int:
+    """Rows of ``partition`` (and of ``condition``, SQL, when given) in a version of the table."""
     df = read(spark, settings, table, version_)
     for key, value in partition.items():
         df = df.where(F.col(key) == value)
+    if condition:
+        df = df.where(F.expr(condition))
     return df.count()
 
 

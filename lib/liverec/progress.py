@@ -32,6 +32,10 @@ class Progress:
         self.metrics[f"{name}_seconds"] = round(seconds, 3)
         print(" ".join(parts), file=self.stream, flush=True)
 
+    def restart_clock(self) -> None:
+        """Time the next step from now (a stream's idle wait before a micro-batch is not the batch's time)."""
+        self._last = time.monotonic()
+
     def info(self, message: str) -> None:
         print(f"[{self.stage}] {message}", file=self.stream, flush=True)
 

@@ -159,6 +159,18 @@ RANKER_ITEMS = StructType([  # the ranker's item vocabulary and its embedding ta
     _s("ds", False),
 ])
 
+# one entry of gold.user_recent's list: the newest event of one item. Never null by contract, but declared
+# nullable: Delta does not enforce NOT NULL inside arrays and refuses a schema that asks it to.
+RECENT_ITEM = StructType([_s("item_id"), _s("event_type"), StructField("ts", TimestampType()), _s("event_id")])
+
+USER_RECENT = StructType([  # kept fresh by stream_events (a MERGE per micro-batch); not partitioned
+    _s("user_id", False),  # HMAC-SHA256 pseudonym, as in silver.events
+    # at most stream.recent_items distinct items, newest first (ts, then event_id, descending); each item once,
+    # with its newest event
+    StructField("recent", ArrayType(RECENT_ITEM), False),
+    StructField("updated_at", TimestampType(), False),  # when the last MERGE touched the row
+])
+
 SCHEMAS: dict[str, StructType] = {
     tables.BRONZE_EVENTS: BRONZE_EVENTS,
     tables.BRONZE_ITEMS: BRONZE_ITEMS,
@@ -173,4 +185,5 @@ SCHEMAS: dict[str, StructType] = {
     tables.ITEM_NEIGHBORS: ITEM_NEIGHBORS,
     tables.RANKER_EXAMPLES: RANKER_EXAMPLES,
     tables.RANKER_ITEMS: RANKER_ITEMS,
+    tables.USER_RECENT: USER_RECENT,
 }

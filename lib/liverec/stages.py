@@ -29,6 +29,7 @@ from liverec import (
     lakehouse,
     profiles,
     recommend,
+    streaming,
     tables,
 )
 from liverec.config import Settings
@@ -153,9 +154,12 @@ def run_clean(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"bronze.events has no rows for ds={ds}: run ingest with --ds {ds} first")
     progress.step("read bronze.events", input_rows)
 
+    # already seen: the other dates, and what the stream appended to this one (an event that both the stream
+    # and the nightly dump delivered is kept once, as the stream's row)
     others: DataFrame | None = None
     if lakehouse.exists(spark, settings, tables.SILVER_EVENTS):
-        others = lakehouse.read(spark, settings, tables.SILVER_EVENTS).where(F.col("ds") != ds).select("event_id")
+        others = (lakehouse.read(spark, settings, tables.SILVER_EVENTS)
+                  .where((F.col("ds") != ds) | (F.col("source") == streaming.STREAM_SOURCE)).select("event_id"))
     classified = cleaning.classify(bronze, settings, ds, others).persist(StorageLevel.MEMORY_AND_DISK)
     kept, quarantined, duplicates, reasons = cleaning.count_statuses(classified)
     balance = cleaning.Balance(input_rows, kept, quarantined, duplicates, reasons)
@@ -166,19 +170,20 @@ def run_clean(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     if not balance.holds:
         raise BalanceError(f"{balance.line()}: rows would be lost; nothing was written")
 
-    partition = {"ds": ds}
+    # the date's rows from this batch path are replaced; the rows stream_events appended to it are kept
+    partition, batch_rows = {"ds": ds}, streaming.NOT_STREAM
     before = {t: lakehouse.version(spark, settings, t) for t in (tables.SILVER_EVENTS, tables.SILVER_QUARANTINE)}
     v_silver = lakehouse.overwrite_partition(spark, settings, tables.SILVER_EVENTS,
-                                             cleaning.silver_rows(classified, key, ds), partition)
+                                             cleaning.silver_rows(classified, key, ds), partition, batch_rows)
     progress.step("write silver.events", kept, version=v_silver)
     v_quar = lakehouse.overwrite_partition(spark, settings, tables.SILVER_QUARANTINE,
-                                           cleaning.quarantine_rows(classified, key, ds), partition)
+                                           cleaning.quarantine_rows(classified, key, ds), partition, batch_rows)
     progress.step("write silver.quarantine", quarantined, version=v_quar)
     classified.unpersist()
 
     # the committed versions must hold exactly what was counted; otherwise roll both back
-    got_silver = lakehouse.count_partition(spark, settings, tables.SILVER_EVENTS, partition, v_silver)
-    got_quar = lakehouse.count_partition(spark, settings, tables.SILVER_QUARANTINE, partition, v_quar)
+    got_silver = lakehouse.count_partition(spark, settings, tables.SILVER_EVENTS, partition, v_silver, batch_rows)
+    got_quar = lakehouse.count_partition(spark, settings, tables.SILVER_QUARANTINE, partition, v_quar, batch_rows)
     if (got_silver, got_quar) != (kept, quarantined):
         _restore(spark, settings, before)
         raise BalanceError(f"written rows silver {got_silver:,} / quarantine {got_quar:,} differ from counted "
@@ -616,6 +621,66 @@ def run_promote_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     return {f"promotion_{k}": v for k, v in decision.items()}
 
 
+# --------------------------------------------------------------------------- online
+
+def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    import mlflow
+
+    from liverec import online, ranking
+
+    spark, settings, progress, ds, oconf = ctx.spark, ctx.settings, ctx.progress, ctx.ds, ctx.settings.online
+    if oconf.candidates <= 0 or not 1 <= oconf.default_k <= oconf.max_k or oconf.max_session <= 0:
+        raise InputError(f"online.candidates and online.max_session must be positive and 1 <= online.default_k <= "
+                         f"online.max_k (got {oconf.candidates}, {oconf.max_session}, {oconf.default_k}, "
+                         f"{oconf.max_k})")
+    champion = ranking.champion(settings.ranker.registered_model, settings.ranker.champion_alias)
+    if champion is None:
+        raise InputError(f"no {settings.ranker.registered_model}@{settings.ranker.champion_alias} in the registry: "
+                         "the online scorer wraps the champion ranker (run train_ranker or promote_ranker first)")
+    events = _require_silver(ctx).cache()
+    found = {t: _latest_partition(ctx, t) for t in (tables.USER_PROFILES, tables.USER_FACTORS, tables.ITEM_FACTORS,
+                                                   tables.RECOMMENDATIONS)}
+    for table, stage in ((tables.USER_PROFILES, "build_profiles"), (tables.ITEM_FACTORS, "train_als"),
+                         (tables.RECOMMENDATIONS, "recommend_nightly")):
+        if found[table][0] is None:
+            raise InputError(f"{table} has no partition up to ds={ds}: run {stage} first")
+    emb, emb_ds = latest_embeddings(ctx)
+    neighbors, _ = _latest_partition(ctx, tables.ITEM_NEIGHBORS)
+    items = catalog.latest_items(spark, settings, ds)
+    arrays, meta = online.build_bundle(
+        spark, events, items, found[tables.USER_PROFILES][0], found[tables.USER_FACTORS][0],
+        found[tables.ITEM_FACTORS][0], emb, neighbors, _social(ctx), found[tables.RECOMMENDATIONS][0], settings,
+        cleaning.id_key(settings), ds)
+    meta.update(ranker_version=champion.tag, inputs={t: d for t, (_, d) in found.items()} | {"embeddings": emb_ds})
+    size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
+    progress.step("bundle", len(meta["item_ids"]), users=len(meta["user_ids"]), seen_pairs=len(arrays["seen_idx"]),
+                  nightly_rows=len(arrays["nightly_idx"]), arrays_mb=round(size_mb, 1), ranker=champion.tag)
+    info = online.log_online_model(arrays, meta, champion.uri, os.path.join(settings.scratch_dir, "online"))
+    version = str(mlflow.register_model(info.model_uri, oconf.registered_model).version)
+
+    # smoke requests through the logged model: a known user without a session, a visitor with one click
+    scorer = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model().scorer
+    known = scorer.recommend(online.Request(0, [], None, oconf.default_k)) if meta["user_ids"] else []
+    first = int(arrays["popular"][0])
+    visitor = scorer.recommend(online.Request(None, [online.Event(first, "click", 0.0, 1.0)], None,
+                                              oconf.default_k))
+    if not visitor or (meta["user_ids"] and not known):
+        raise InputError(f"{oconf.registered_model} v{version} answered a smoke request with nothing "
+                         f"(known user: {len(known)} rows, visitor: {len(visitor)}); the alias was not moved")
+    client = mlflow.MlflowClient()
+    for k, v in {"ds": ds, "ranker": champion.tag, "items": len(meta["item_ids"]),
+                 "users": len(meta["user_ids"])}.items():
+        client.set_model_version_tag(oconf.registered_model, version, k, str(v))
+    client.set_registered_model_alias(oconf.registered_model, oconf.alias, version)
+    progress.step("register", None, model=oconf.registered_model, version=version, alias=oconf.alias,
+                  smoke_known=len(known), smoke_visitor=len(visitor))
+    events.unpersist()
+    return {"version": version, "items": len(meta["item_ids"]), "users": len(meta["user_ids"]),
+            "arrays_mb": size_mb, "seen_pairs": len(arrays["seen_idx"])}
+
+
 # --------------------------------------------------------------------------- evaluate
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -661,6 +726,46 @@ def run_evaluate(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+# --------------------------------------------------------------------------- streaming
+
+def _stream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--once", action="store_true",
+                   help="process the files in the landing folder now (trigger availableNow), then exit")
+    p.add_argument("--landing", help="folder of new event files (default: conf stream.landing)")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds (default: run until stopped)")
+
+
+def run_stream_events(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    """Structured Streaming from the landing folder; each micro-batch's ds is its UTC processing date
+    (``--ds`` only names the MLflow run)."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    landing = getattr(args, "landing", None) or ctx.settings.stream.landing
+    if "://" not in landing:
+        landing = str(Path(landing).expanduser().resolve())
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and timeout <= 0:
+        raise InputError(f"--timeout must be positive, got {timeout}")
+    cleaning.id_key(ctx.settings)  # no key, no start
+    run_id, client = mlflow.active_run().info.run_id, mlflow.MlflowClient()
+
+    def log(result: streaming.BatchResult, seconds: float) -> None:  # runs on the query's thread: no active run
+        now = int(time.time() * 1000)
+        values = {"rows_in": result.rows_in, "kept": result.kept, "quarantined": result.quarantined,
+                  "duplicates": result.duplicates, "users_merged": result.users_merged, "seconds": seconds}
+        client.log_batch(run_id, metrics=[Metric(f"micro_batch.{k}", float(v), now, result.batch_id)
+                                          for k, v in values.items()])
+
+    state = streaming.StreamState(ctx.progress, on_batch=log)
+    mlflow.log_params({f"stream.{k}": v for k, v in dataclasses.asdict(ctx.settings.stream).items()}
+                      | {"stream.landing_used": landing, "stream.checkpoint_used":
+                         tables.stream_checkpoint(ctx.settings)})
+    return streaming.run(ctx.spark, ctx.settings, landing, bool(getattr(args, "once", False)), timeout, state)
+
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
@@ -681,10 +786,14 @@ STAGES: dict[str, Stage] = {
         Stage("recommend_nightly", "candidates -> champion ranker -> MMR -> top N per active user -> "
               "gold.recommendations (partition ds)", _no_args,
               run_recommend),
+        Stage("publish_online", "gold tables + champion ranker -> the liverec-online pyfunc, registered with "
+              "the online alias (serve it with `liverec serve`)", _no_args, run_publish_online),
         Stage("evaluate", "hold-out evaluation of popularity and ALS -> Markdown report, plot, MLflow",
               _evaluate_args, run_evaluate),
+        Stage("stream_events", "Structured Streaming: new landing files -> silver.events / quarantine + "
+              "gold.user_recent (MERGE per micro-batch); not part of the pipeline", _stream_args, run_stream_events),
     )
 }
 # the order `liverec pipeline` runs them in
 PIPELINE = ("ingest", "clean", "embed_items", "build_profiles", "train_als", "build_ranker_examples", "train_ranker",
-            "recommend_nightly", "evaluate")
+            "recommend_nightly", "publish_online", "evaluate")

@@ -19,10 +19,11 @@ ITEM_EMBEDDINGS = "gold.item_embeddings"
 ITEM_NEIGHBORS = "gold.item_neighbors"
 RANKER_EXAMPLES = "gold.ranker_examples"
 RANKER_ITEMS = "gold.ranker_items"
+USER_RECENT = "gold.user_recent"
 
 ALL_TABLES = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_SOCIAL, SILVER_EVENTS, SILVER_QUARANTINE, USER_PROFILES,
               USER_FACTORS, ITEM_FACTORS, RECOMMENDATIONS, ITEM_EMBEDDINGS, ITEM_NEIGHBORS,
-              RANKER_EXAMPLES, RANKER_ITEMS)
+              RANKER_EXAMPLES, RANKER_ITEMS, USER_RECENT)
 
 # partition columns per table
 PARTITIONS: dict[str, tuple[str, ...]] = {
@@ -39,6 +40,7 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     ITEM_NEIGHBORS: ("ds",),
     RANKER_EXAMPLES: ("ds",),
     RANKER_ITEMS: ("ds",),
+    USER_RECENT: (),  # one row per user, kept fresh by the stream's MERGE
 }
 
 
@@ -50,6 +52,13 @@ def model_path(settings: Settings, name: str, ds: str) -> str:
 def checkpoint_path(settings: Settings, purpose: str, ds: str) -> str:
     """Spark checkpoint folder of one job run (ALS lineage cuts), under the scratch folder."""
     return f"{settings.scratch_dir.rstrip('/')}/checkpoints/{purpose}-{ds}"
+
+
+def stream_checkpoint(settings: Settings) -> str:
+    """The stream_events checkpoint: conf ``stream.checkpoint``, else ``<lakehouse_root>/_checkpoints/stream_events``."""
+    if settings.stream.checkpoint:
+        return settings.stream.checkpoint
+    return f"{settings.lakehouse_root.rstrip('/')}/_checkpoints/stream_events"
 
 
 def petastorm_url(settings: Settings, ds: str) -> str:

@@ -78,15 +78,38 @@ class Ranker(nn.Module):
 
     def forward(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """item_idx (B,), recent_idx (B, L) with 0 as padding, dense (B, n_dense) -> logits (B,)."""
-        target = self.item_repr(item_idx)  # (B, D)
-        hist = self.item_repr(recent_idx)  # (B, L, D)
+        return self._score(self.item_repr(item_idx), self.item_repr(recent_idx), recent_idx > 0, dense)
+
+    def forward_shared(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``forward`` for B candidates of one user: recent_idx (L,) is the same for every row, so its item
+        representations are computed once (the online scorer's path)."""
+        target, hist = self.item_repr(item_idx), self.item_repr(recent_idx)  # (B, D), (L, D)
+        # the attention's first layer on [h, t, h - t, h * t] is W1 h + W2 t + W3 (h - t) + W4 (h * t): the h and
+        # t terms are computed once per recent item and once per candidate, only W4 (h * t) per pair
+        first, rest = self.attention[0], self.attention[1:]
+        w1, w2, w3, w4 = first.weight.split(hist.shape[-1], dim=1)
+        per_recent = hist @ (w1 + w3).T + first.bias  # (L, H)
+        per_target = target @ (w2 - w3).T  # (B, H)
+        pair = (target.unsqueeze(1) * hist.unsqueeze(0)) @ w4.T  # (B, L, H)
+        weights = rest(per_recent.unsqueeze(0) + per_target.unsqueeze(1) + pair).squeeze(-1)  # (B, L)
+        mask = (recent_idx > 0).unsqueeze(0).expand_as(weights)
+        return self._finish(target, hist, weights, mask, dense)
+
+    def _score(self, target: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor, dense: torch.Tensor
+               ) -> torch.Tensor:
+        """target (B, D), hist (B, L, D), mask (B, L) true where a recent item is known -> logits (B,)."""
         t = target.unsqueeze(1).expand_as(hist)
         weights = self.attention(torch.cat([hist, t, hist - t, hist * t], dim=-1)).squeeze(-1)  # (B, L)
-        mask = recent_idx > 0
+        return self._finish(target, hist, weights, mask, dense)
+
+    def _finish(self, target: torch.Tensor, hist: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor,
+                dense: torch.Tensor) -> torch.Tensor:
+        """Masked softmax of the attention weights (B, L), the interest vector over hist ((B, L, D), or (L, D)
+        shared by every row), cross + deep -> logits (B,)."""
         weights = weights.masked_fill(~mask, float("-inf"))
         attn = torch.softmax(weights, dim=-1)
         attn = torch.nan_to_num(attn, nan=0.0)  # a user with no known recent item: no interest vector
-        interest = (attn.unsqueeze(-1) * hist).sum(dim=1)
+        interest = attn @ hist if hist.dim() == 2 else (attn.unsqueeze(-1) * hist).sum(dim=1)
         x0 = torch.cat([target, interest, (dense - self.dense_mean) / self.dense_std], dim=-1)
         x = x0
         for w, b in zip(self.cross_w, self.cross_b, strict=True):

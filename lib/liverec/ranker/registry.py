@@ -51,8 +51,6 @@ class RankerModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"score": self.scores(model_input)})
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
-        import torch
-
         missing = [c for c in ("item_id", "recent_items", *DENSE_FEATURES) if c not in frame.columns]
         if missing:
             raise ValueError(f"ranker input lacks columns {missing}")
@@ -61,7 +59,25 @@ class RankerModel(mlflow.pyfunc.PythonModel):
         for row, ids in enumerate(frame["recent_items"]):
             idx = [self.vocab.get(str(i), 0) for i in (list(ids) if ids is not None else [])][:self.recent_len]
             recent[row, :len(idx)] = idx
-        dense = frame[list(DENSE_FEATURES)].to_numpy(dtype=np.float32)
+        return self._forward(item, recent, frame[list(DENSE_FEATURES)].to_numpy(dtype=np.float32))
+
+    def score_ids(self, items: list[str], recent_items: list[str], dense: np.ndarray) -> np.ndarray:
+        """Scores of ``items`` for one user: the same recent items (newest first) and a dense row per item
+        (DENSE_FEATURES order). The online scorer's path: no DataFrame per request."""
+        import torch
+
+        item = np.array([self.vocab.get(str(i), 0) for i in items], dtype=np.int64)
+        recent = np.zeros(self.recent_len, dtype=np.int64)
+        idx = [self.vocab.get(str(i), 0) for i in recent_items][:self.recent_len]
+        recent[:len(idx)] = idx
+        with torch.no_grad():
+            out = self.model.forward_shared(torch.as_tensor(item), torch.as_tensor(recent),
+                                            torch.as_tensor(np.asarray(dense, dtype=np.float32)))
+        return out.numpy().astype(np.float64)
+
+    def _forward(self, item: np.ndarray, recent: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.no_grad():
             out = self.model(torch.as_tensor(item), torch.as_tensor(recent), torch.as_tensor(dense))
         return out.numpy().astype(np.float64)

@@ -1,0 +1,199 @@
+"""The real-time scorer on MovieLens 100K: the whole batch chain (ALS, embeddings, the ranker, the nightly
+rows) runs once on the real data, ``publish_online`` registers ``liverec-online@champion``, and the
+tests ask it, in process and through ``mlflow models serve``, what a visitor or a known user should see
+next."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from liverec import lakehouse, online, tables
+from liverec.cleaning import pseudonymise_value
+from tests.conftest import REPO, cli_args
+
+pytestmark = pytest.mark.slow
+
+STAR_WARS, EMPIRE, JEDI = "50", "172", "181"
+TOY_STORY, LION_KING, ALADDIN = "1", "71", "95"
+
+
+def _clicks(*items: str) -> list[dict]:
+    return [{"item_id": i, "event_type": "click", "ts": 1_700_000_000 + n} for n, i in enumerate(items)]
+
+
+@pytest.fixture(scope="module")
+def online_model(ml100k_pipeline):
+    settings = ml100k_pipeline
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{settings.online.registered_model}@{settings.online.alias}")
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return model
+
+
+@pytest.fixture(scope="module")
+def genres(spark, ml100k_pipeline):
+    items = lakehouse.read(spark, ml100k_pipeline, tables.BRONZE_ITEMS).select("item_id", "category").collect()
+    return {r["item_id"]: set((r["category"] or "").split("|")) for r in items}
+
+
+def _share(items: list[str], genres: dict[str, set[str]], wanted: set[str]) -> float:
+    return sum(1 for i in items if genres[i] & wanted) / len(items)
+
+
+def test_fold_in_without_a_session_gives_back_the_nightly_factor(spark, ml100k_pipeline, online_model):
+    """The fold-in is Spark's own implicit-ALS user update: with no session it reproduces gold.user_factors."""
+    scorer = online_model.unwrap_python_model().scorer
+    factors = {r["user_id"]: np.asarray(r["features"]) for r in
+               lakehouse.read(spark, ml100k_pipeline, tables.USER_FACTORS).limit(50).collect()}
+    cosines = []
+    for user, expected in factors.items():
+        x = scorer.fold_in(online.Request(scorer.uindex[user], [], None, 10))
+        cosines.append(float(x @ expected / np.linalg.norm(x) / np.linalg.norm(expected)))
+        assert np.linalg.norm(x) == pytest.approx(np.linalg.norm(expected), rel=0.05)
+    assert min(cosines) > 0.99, cosines
+
+
+def test_a_new_user_with_three_clicks_gets_items_related_to_them(online_model, genres):
+    sci_fi = online_model.predict(pd.DataFrame(
+        [{"user_id": None, "session": _clicks(STAR_WARS, EMPIRE, JEDI), "k": 10}]))
+    kids = online_model.predict(pd.DataFrame(
+        [{"user_id": None, "session": _clicks(TOY_STORY, LION_KING, ALADDIN), "k": 10}]))
+    a, b = list(sci_fi["item_id"]), list(kids["item_id"])
+    assert len(a) == len(b) == 10
+    assert not {STAR_WARS, EMPIRE, JEDI} & set(a) and not {TOY_STORY, LION_KING, ALADDIN} & set(b)
+    space = {"Sci-Fi", "Action", "Adventure"}
+    children = {"Children's", "Animation"}
+    assert _share(a, genres, space) >= 0.6 and _share(a, genres, space) > _share(b, genres, space), (a, b)
+    assert _share(b, genres, children) >= 0.5 and _share(b, genres, children) > _share(a, genres, children), (a, b)
+    assert len(set(a) & set(b)) <= 2
+    # the reasons name the clicks
+    assert sci_fi["reason"].str.contains("Star Wars|Empire Strikes|Return of the Jedi").mean() >= 0.5, \
+        list(sci_fi["reason"])
+    assert (sci_fi["rank"] == range(1, 11)).all() and sci_fi["score"].notna().all()
+
+
+def test_a_known_users_list_changes_with_the_session(spark, ml100k_pipeline, online_model, genres):
+
+
+    settings = ml100k_pipeline
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS)
+    ranked = {r["user_id"] for r in recs.where(F.col("model_version").startswith("ranker:"))
+              .select("user_id").distinct().collect()}
+    key = settings.ids.demo_key.encode()
+    raw = next(str(u) for u in range(1, 944) if pseudonymise_value(str(u), key) in ranked)
+    user = pseudonymise_value(raw, key)
+    seen = {r["item_id"] for r in lakehouse.read(spark, settings, tables.SILVER_EVENTS)
+            .where(F.col("user_id") == user).select("item_id").collect()}
+    kids = [i for i in (TOY_STORY, LION_KING, ALADDIN, "94", "99", "588", "432", "422") if i not in seen][:3]
+    assert len(kids) == 3
+    out = online_model.predict(pd.DataFrame([{"user_id": raw, "k": 10},
+                                             {"user_id": int(raw), "session": _clicks(*kids), "k": 10}]))
+    before, after = (list(out[out["request"] == n]["item_id"]) for n in (0, 1))
+    assert len(before) == len(after) == 10
+    assert not (set(before) | set(after)) & seen, "a seen item came back"
+    assert not set(after) & set(kids)
+    assert before != after and len(set(before) & set(after)) <= 7, (before, after)
+    children = {"Children's", "Animation"}
+    assert _share(after, genres, children) > _share(before, genres, children), (before, after)
+    # without a session the nightly row leads the candidates, so its items are there
+    nightly = {r["item_id"] for r in recs.where(F.col("user_id") == user).collect()}
+    assert len(set(before) & nightly) >= 3, (before, nightly)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(port: int, body: bytes | str, timeout: float = 30.0) -> tuple[int, dict | str]:
+    data = body.encode() if isinstance(body, str) else body
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        text = err.read().decode()
+        try:
+            return err.code, json.loads(text)
+        except json.JSONDecodeError:
+            return err.code, text
+
+
+def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, tmp_path):
+    """``liverec serve`` = ``mlflow models serve --env-manager local`` on models:/liverec-online@champion."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (the server outlives this statement)
+    proc = subprocess.Popen([sys.executable, "-m", "liverec.cli", "serve", *cli_args(ml100k_pipeline),
+                             "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+
+        ok = {"dataframe_records": [{"user_id": None, "session": _clicks(STAR_WARS, EMPIRE), "viewing": JEDI,
+                                     "k": 5, "exclude": ["174"]}]}
+        status, body = _post(port, json.dumps(ok))
+        assert status == 200, body
+        rows = body["predictions"]
+        assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+        assert {"item_id", "title", "score", "source", "reason"} <= set(rows[0])
+        assert not {r["item_id"] for r in rows} & {STAR_WARS, EMPIRE, JEDI, "174"}
+
+        bad = {
+            "malformed JSON": ('{"dataframe_records": [{"user_id": ', 400, ""),
+            "unknown user": (json.dumps({"dataframe_records": [{"user_id": "no-such-user", "k": 5}]}), 404,
+                             "unknown user_id"),
+            "unknown item": (json.dumps({"dataframe_records": [{"session": _clicks("999999"), "k": 5}]}), 400,
+                             "unknown item id"),
+            "k too small": (json.dumps({"dataframe_records": [{"session": _clicks(STAR_WARS), "k": 0}]}), 400,
+                            "k must be an integer from 1 to"),
+            "k too large": (json.dumps({"dataframe_records": [{"session": _clicks(STAR_WARS), "k": 10_000}]}), 400,
+                            "k must be an integer from 1 to"),
+            "oversized session": (json.dumps({"dataframe_records": [
+                {"session": _clicks(*[STAR_WARS] * (ml100k_pipeline.online.max_session + 1)), "k": 5}]}), 400,
+                "at most"),
+            "bad event type": (json.dumps({"dataframe_records": [
+                {"session": [{"item_id": STAR_WARS, "event_type": "teleport"}], "k": 5}]}), 400, "event_type"),
+            "unknown field": (json.dumps({"dataframe_records": [{"session": _clicks(STAR_WARS), "kk": 5}]}), 400,
+                              "unknown request field"),
+        }
+        for what, (payload, code, text) in bad.items():
+            status, body = _post(port, payload)
+            assert status == code, (what, status, body)
+            assert text in json.dumps(body), (what, body)
+        # still serving after all of that
+        status, body = _post(port, json.dumps(ok))
+        assert status == 200 and len(body["predictions"]) == 5
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
