@@ -197,3 +197,13 @@ def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, t
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def test_bundle_rows_per_user_keep_their_order_and_drop_unknown_ids():
+    from liverec.online import _csr
+
+    rows = pd.DataFrame({"user_id": ["b", "a", "x", "b", "a"], "item_id": ["i2", "i1", "i1", "i9", "i3"],
+                         "v": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    ptr, idx, val = _csr(rows, {"a": 0, "b": 1, "c": 2}, {"i1": 0, "i2": 1, "i3": 2}, "v")
+    assert ptr.tolist() == [0, 2, 3, 3]  # a: 2 rows, b: 1 (its i9 is unknown), c: none; user x dropped
+    assert idx.tolist() == [0, 2, 1] and val.tolist() == [2.0, 5.0, 1.0]

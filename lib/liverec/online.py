@@ -112,10 +112,11 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
     if neighbors is not None and conf.neighbors_per_item > 0:
         rows = neighbors.where(F.col("rank") <= conf.neighbors_per_item).select(
             "item_id", "rank", "neighbor_id", "similarity").toPandas()
-        for it, r, nbr, sim in rows.itertuples(index=False):
-            a, b = index.get(str(it)), index.get(str(nbr))
-            if a is not None and b is not None:
-                nb[a, int(r) - 1], nb_sim[a, int(r) - 1] = b, sim
+        a, b = _positions(rows["item_id"], index), _positions(rows["neighbor_id"], index)
+        ok = (a >= 0) & (b >= 0)
+        at = rows["rank"].to_numpy(dtype=np.int64)[ok] - 1
+        nb[a[ok], at] = b[ok]
+        nb_sim[a[ok], at] = rows["similarity"].to_numpy(dtype=np.float32)[ok]
 
     # users: profile features (ranker.examples' user columns)
     users = f.users.orderBy("user_id").toPandas()
@@ -178,19 +179,22 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
     return arrays, meta
 
 
+def _positions(ids: pd.Series, index: dict[str, int]) -> np.ndarray:
+    """Each id's position in ``index`` (-1 when absent), vectorised."""
+    return ids.astype(str).map(index).fillna(-1).to_numpy(dtype=np.int64)
+
+
 def _csr(rows: pd.DataFrame, uindex: dict[str, int], index: dict[str, int], value: str
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows (user_id, item_id, value) in their order -> (indptr over users, item indices, values)."""
-    per_user: list[list[tuple[int, float]]] = [[] for _ in uindex]
-    for u, i, v in zip(rows["user_id"], rows["item_id"], rows[value], strict=True):
-        a, b = uindex.get(str(u)), index.get(str(i))
-        if a is not None and b is not None:
-            per_user[a].append((b, float(v)))
-    ptr = np.zeros(len(per_user) + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum([len(p) for p in per_user])
-    idx = np.array([b for p in per_user for b, _ in p], dtype=np.int32)
-    val = np.array([v for p in per_user for _, v in p], dtype=np.float32)
-    return ptr, idx, val
+    """Rows (user_id, item_id, value) in their order -> (indptr over users, item indices, values); rows of
+    unknown users or items are dropped, each user's rows keep their order."""
+    u, i = _positions(rows["user_id"], uindex), _positions(rows["item_id"], index)
+    keep = (u >= 0) & (i >= 0)
+    u, i, v = u[keep], i[keep], rows[value].to_numpy(dtype=np.float64)[keep]
+    order = np.argsort(u, kind="stable")
+    ptr = np.zeros(len(uindex) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum(np.bincount(u, minlength=len(uindex)))
+    return ptr, i[order].astype(np.int32), v[order].astype(np.float32)
 
 
 def write_bundle(arrays: dict[str, np.ndarray], meta: dict[str, Any], folder: Path) -> dict[str, str]:

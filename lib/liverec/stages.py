@@ -664,7 +664,8 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     scorer = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model().scorer
     known = scorer.recommend(online.Request(0, [], None, oconf.default_k)) if meta["user_ids"] else []
     first = int(arrays["popular"][0])
-    visitor = scorer.recommend(online.Request(None, [online.Event(first, "click", 0.0, 1.0)], None,
+    etype, weight = max(settings.clean.event_weights.items(), key=lambda kv: kv[1])  # a configured type
+    visitor = scorer.recommend(online.Request(None, [online.Event(first, etype, 0.0, float(weight))], None,
                                               oconf.default_k))
     if not visitor or (meta["user_ids"] and not known):
         raise InputError(f"{oconf.registered_model} v{version} answered a smoke request with nothing "
