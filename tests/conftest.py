@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from liverec import tracking
 from liverec.config import Settings, load_settings
 from liverec.session import build_spark
 
@@ -57,9 +58,18 @@ def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("liverec")
 
 
+@pytest.fixture(autouse=True)
+def _no_mlflow_uri_leak():
+    """A test's mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which wins over every later conf: a
+    session fixture set up after it (a whole pipeline run) would log and register into that test's store."""
+    with tracking.caller_environment_kept():
+        yield
+
+
 @pytest.fixture(scope="session")
 def spark(base_dir: Path):
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for key in tracking.EXPORTED:  # the tests use their own stores, not the shell's
+        os.environ.pop(key, None)
     session = build_spark(settings_for(base_dir / "session"), "tests")
     yield session
     session.stop()
@@ -94,17 +104,13 @@ def ml100k_pipeline(tmp_path_factory, spark) -> Settings:
     from liverec.cli import main
 
     data = shared("ml-100k")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # another test's mlflow.set_tracking_uri would win over the conf
     settings = settings_for(tmp_path_factory.mktemp("ml100k"))
     stages = ("ingest,clean,embed_items,build_profiles,train_als,build_ranker_examples,train_ranker,"
               "recommend_nightly,publish_online")
     light = ["--set", "ranker.epochs=3", "--set", "ranker.num_processes=1", "--set", "recommend.als_candidates=100",
              "--set", "recommend.mmr_pool=30"]
-    try:
-        assert main(["pipeline", *cli_args(settings), *light, "--ds", ML100K_DS, "--source", "movielens",
-                     "--input", str(data), "--stages", stages]) == 0
-    finally:  # the run exported its store as MLFLOW_TRACKING_URI: later tests read their own conf's
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    assert main(["pipeline", *cli_args(settings), *light, "--ds", ML100K_DS, "--source", "movielens",
+                 "--input", str(data), "--stages", stages]) == 0
     return settings
 
 

@@ -1,6 +1,7 @@
 """Ingest readers and the ingest stage's handling of bad input, through the real CLI entry point."""
 
 import json
+import os
 
 import pytest
 from pyspark.sql import functions as F
@@ -71,6 +72,33 @@ def test_ingest_events_stage_is_idempotent_per_ds(spark, settings, tmp_path):
     assert lakehouse.version(spark, settings, tables.BRONZE_EVENTS) == 1
     assert lakehouse.read(spark, settings, tables.BRONZE_ITEMS).count() == 2
     assert events.select("row_id").distinct().count() == 3
+
+
+def test_each_call_logs_into_its_own_conf_store(spark, tmp_path, monkeypatch):
+    """One process, two confs (a notebook, the tests): the first call's mlflow.set_tracking_uri must not
+    send the second call's run into the first call's store, and the caller's environment is left as it was."""
+    import mlflow
+
+    from tests.conftest import settings_for
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    csv = tmp_path / "e.csv"
+    csv.write_text(EVENTS_CSV)
+    first, second = settings_for(tmp_path / "a"), settings_for(tmp_path / "b")
+    for settings in (first, second, second):
+        assert run_cli(settings, "ingest", "--source", "events", "--input", str(csv)) == 0
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+
+    def runs_in(settings):
+        client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
+        return len(client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id]))
+
+    assert (runs_in(first), runs_in(second)) == (1, 2)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", second.mlflow.tracking_uri)  # the caller's own choice still wins
+    assert run_cli(first, "ingest", "--source", "events", "--input", str(csv)) == 0
+    assert os.environ["MLFLOW_TRACKING_URI"] == second.mlflow.tracking_uri
+    assert (runs_in(first), runs_in(second)) == (1, 3)
 
 
 @pytest.mark.parametrize("case", ["missing", "unknown_source", "wrong_columns", "empty", "binary", "header_only",

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import lakehouse, online, tables
+from liverec import lakehouse, online, tables, tracking
 from liverec.cleaning import pseudonymise_value
 from tests.conftest import REPO, cli_args
 
@@ -37,12 +37,9 @@ def _clicks(*items: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def online_model(ml100k_pipeline):
     settings = ml100k_pipeline
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    try:
-        model = mlflow.pyfunc.load_model(f"models:/{settings.online.registered_model}@{settings.online.alias}")
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    return model
+    with tracking.caller_environment_kept():
+        mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+        return mlflow.pyfunc.load_model(f"models:/{settings.online.registered_model}@{settings.online.alias}")
 
 
 @pytest.fixture(scope="module")

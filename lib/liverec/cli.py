@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -79,8 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow models serve`` command line and environment for the configured online model."""
-    import os
-
     from liverec.config import load_settings
 
     settings = load_settings(args.conf, args.set)
@@ -107,24 +106,25 @@ def _run_stages(names: Sequence[str], args: argparse.Namespace, extra: dict[str,
     spark = build_spark(settings, names[0] if len(names) == 1 else "pipeline")
     pipeline_id = uuid.uuid4().hex[:12]
     try:
-        for name in names:
-            progress = Progress(name)
-            ctx = Context(spark, settings, args.ds, progress)
-            params = {k: v for k, v in vars(args).items() if k not in {"set", "conf", "ds", "command", "stage"}
-                      and v is not None}
-            with tracking.job_run(settings, name, args.ds, params) as run:
-                mlflow.set_tag("liverec.pipeline_id", pipeline_id)
-                if args.conf:
-                    mlflow.log_param("conf_file", args.conf)
-                for pair in args.set:
-                    mlflow.log_param(f"set.{pair.split('=', 1)[0]}"[:250], pair.split("=", 1)[-1][:500])
-                stage_run = run_generate if name == "generate" else STAGES[name].run
-                summary = stage_run(ctx, args)
-                mlflow.log_metrics({k: float(v) for k, v in {**summary, **progress.metrics}.items()
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
-                mlflow.log_dict({k: v for k, v in summary.items()}, f"{name}_summary.json")
-                progress.done()
-                progress.info(f"mlflow run {run.info.run_id}")
+        with tracking.caller_environment_kept():
+            for name in names:
+                progress = Progress(name)
+                ctx = Context(spark, settings, args.ds, progress)
+                params = {k: v for k, v in vars(args).items() if k not in {"set", "conf", "ds", "command", "stage"}
+                          and v is not None}
+                with tracking.job_run(settings, name, args.ds, params) as run:
+                    mlflow.set_tag("liverec.pipeline_id", pipeline_id)
+                    if args.conf:
+                        mlflow.log_param("conf_file", args.conf)
+                    for pair in args.set:
+                        mlflow.log_param(f"set.{pair.split('=', 1)[0]}"[:250], pair.split("=", 1)[-1][:500])
+                    stage_run = run_generate if name == "generate" else STAGES[name].run
+                    summary = stage_run(ctx, args)
+                    mlflow.log_metrics({k: float(v) for k, v in {**summary, **progress.metrics}.items()
+                                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                    mlflow.log_dict({k: v for k, v in summary.items()}, f"{name}_summary.json")
+                    progress.done()
+                    progress.info(f"mlflow run {run.info.run_id}")
     finally:
         if owned:
             spark.stop()
@@ -145,8 +145,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name:18s} {STAGES[name].help}")
             return 0
         if args.command == "serve":
-            import os
-
             cmd, env = serve_command(args)
             print(f"liverec serve: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
             os.execve(cmd[0], cmd, env)

@@ -10,6 +10,24 @@ from typing import Any
 
 from liverec.config import Settings
 
+# what mlflow.set_tracking_uri / set_experiment export for child processes (the training processes)
+EXPORTED = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+
+
+@contextlib.contextmanager
+def caller_environment_kept() -> Iterator[None]:
+    """Put MLflow's exported variables back as they were when the block ends: the URI wins over the conf, so
+    a caller's next call with another conf (a notebook, a test) would otherwise log into this call's store."""
+    before = {key: os.environ.get(key) for key in EXPORTED}
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
 
 def configure(settings: Settings) -> str:
     """Point MLflow at the configured store (``MLFLOW_TRACKING_URI`` wins) and experiment."""
