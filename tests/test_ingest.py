@@ -6,7 +6,7 @@ import os
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import ingest, lakehouse, tables
+from liverec import ingest, lakehouse, tables, tracking
 from liverec.cli import main
 from tests.conftest import cli_args
 
@@ -81,24 +81,25 @@ def test_each_call_logs_into_its_own_conf_store(spark, tmp_path, monkeypatch):
 
     from tests.conftest import settings_for
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for key in tracking.EXPORTED:
+        monkeypatch.delenv(key, raising=False)
     csv = tmp_path / "e.csv"
     csv.write_text(EVENTS_CSV)
     first, second = settings_for(tmp_path / "a"), settings_for(tmp_path / "b")
-    for settings in (first, second, second):
+    for settings in (first, second):
         assert run_cli(settings, "ingest", "--source", "events", "--input", str(csv)) == 0
-        assert "MLFLOW_TRACKING_URI" not in os.environ
+        assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_EXPERIMENT_ID" not in os.environ
 
     def runs_in(settings):
         client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
         return len(client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id]))
 
-    assert (runs_in(first), runs_in(second)) == (1, 2)
+    assert (runs_in(first), runs_in(second)) == (1, 1)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", second.mlflow.tracking_uri)  # the caller's own choice still wins
     assert run_cli(first, "ingest", "--source", "events", "--input", str(csv)) == 0
     assert os.environ["MLFLOW_TRACKING_URI"] == second.mlflow.tracking_uri
-    assert (runs_in(first), runs_in(second)) == (1, 3)
+    assert (runs_in(first), runs_in(second)) == (1, 2)
 
 
 @pytest.mark.parametrize("case", ["missing", "unknown_source", "wrong_columns", "empty", "binary", "header_only",
