@@ -67,3 +67,17 @@ def test_cluster_example_loads():
     assert "spark.jars.packages" in s.spark.conf
     flat = as_flat_dict(s)
     assert flat["spark.master"] == "yarn" and "clean.min_ts" in flat
+
+
+def test_stages_lists_the_pipeline_in_order_and_the_stages_run_alone(capsys):
+    from liverec.cli import main
+    from liverec.stages import PIPELINE, STAGES
+
+    assert main(["stages"]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    alone = sorted(set(STAGES) - set(PIPELINE))
+    assert listed == [*PIPELINE, *alone] and {"stream_events", "promote_ranker"} <= set(alone)
+    for name in listed:  # each has its spark-submit entry point
+        assert (Path(__file__).resolve().parents[1] / "jobs" / f"{'clean_events' if name == 'clean' else name}.py"
+                ).is_file(), name

@@ -141,8 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stages":
             from liverec.stages import PIPELINE, STAGES
 
+            print("`liverec pipeline` runs, in this order:")
             for name in PIPELINE:
-                print(f"{name:18s} {STAGES[name].help}")
+                print(f"  {name:22s} {STAGES[name].help}")
+            print("run on their own (`liverec run <stage>`, jobs/<stage>.py):")
+            for name in sorted(set(STAGES) - set(PIPELINE)):
+                print(f"  {name:22s} {STAGES[name].help}")
             return 0
         if args.command == "serve":
             cmd, env = serve_command(args)
