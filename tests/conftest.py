@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,20 @@ SHARED_DATA = Path(os.environ.get("LIVEREC_SHARED_DATA", REPO.parent / "shared" 
 
 # tiny test tables: whole-stage code generation costs more than it saves, Delta replays its log in 2 tasks
 SMALL_DATA = ("spark.conf.spark.sql.codegen.wholeStage=false", "spark.conf.spark.databricks.delta.snapshotPartitions=2")
+
+
+VENV_BIN = Path(sys.executable).parent
+# C1-only JIT for the JVMs the tests start: short-lived JVMs on tiny data spend more on compiling than they save
+FAST_JVM = {"JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1"}
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    """The environment of a job the tests start as a process (``python jobs/x.py``, spark-submit, a server,
+    Spark daemons): this one without MLflow's variables (an in-process test's mlflow.set_tracking_uri exports the
+    URI, which would win over the job's own conf), this venv's ``bin`` first on PATH (its spark-submit) and its
+    python for the Spark workers."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+            "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable, **extra}
 
 
 def settings_for(root: Path, *extra: str) -> Settings:

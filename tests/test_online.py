@@ -6,7 +6,6 @@ next."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pyspark.sql import functions as F
 
 from liverec import lakehouse, online, tables, tracking
 from liverec.cleaning import pseudonymise_value
-from tests.conftest import REPO, cli_args
+from tests.conftest import REPO, cli_args, job_env
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +135,7 @@ def _post(port: int, body: bytes | str, timeout: float = 30.0) -> tuple[int, dic
 def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, tmp_path):
     """``liverec serve`` = ``mlflow models serve --env-manager local`` on models:/liverec-online@champion."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = job_env()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (the server outlives this statement)
     proc = subprocess.Popen([sys.executable, "-m", "liverec.cli", "serve", *cli_args(ml100k_pipeline),
                              "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

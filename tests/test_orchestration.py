@@ -11,11 +11,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,10 +22,9 @@ from pyspark.sql import functions as F
 
 from liverec import lakehouse, tables
 from liverec.config import load_settings
-from tests.conftest import DEMO_DS, REPO, SMALL_DATA
+from tests.conftest import DEMO_DS, FAST_JVM, REPO, SMALL_DATA, VENV_BIN, job_env
 
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
-VENV_BIN = Path(sys.executable).parent
 DS = DEMO_DS  # the demo log ends 2026-11-01
 NIGHTLY = {
     "ingest": [],
@@ -43,28 +40,20 @@ TRAINING = {"build_ranker_examples": [], "train_ranker": ["build_ranker_examples
             "promote_ranker": ["train_ranker"]}
 
 
-def _job_env() -> dict[str, str]:
-    """This environment without MLflow's: mlflow.set_tracking_uri (the in-process tests) exports
-    MLFLOW_TRACKING_URI, which would win over the jobs' own conf and point them at another registry."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-
-
 def _airflow_env(home: Path) -> dict[str, str]:
     if not (AIRFLOW_BIN / "airflow").exists():
         pytest.fail(f"{AIRFLOW_BIN / 'airflow'} is missing: run `make airflow-setup` (make test does)")
-    return {**_job_env(),
+    # PATH: the jobs' spark-submit (the liverec venv's), not anything of Airflow's venv
+    return {**job_env(**FAST_JVM),
             "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow_dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONPATH": str(REPO / "airflow_dags"),
-            # the jobs' spark-submit (the liverec venv's), not anything of Airflow's venv
-            "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable,
-            "AIRFLOW_CONN_SPARK_LOCAL": json.dumps({"conn_type": "spark", "host": "local[2]"}), **FAST_JVM}
+            "AIRFLOW_CONN_SPARK_LOCAL": json.dumps({"conn_type": "spark", "host": "local[2]"})}
 
 
 # tiny tables, short-lived JVMs: no whole-stage code generation (compiling costs more than it saves at this size),
 # Delta log replay in 2 tasks (default 50); with C1-only JIT for the JVMs the tests start (JAVA_TOOL_OPTIONS)
 # these took a build_profiles job from 81 s to 47 s here
 SMALL_DATA_CONF = json.dumps(dict(kv.removeprefix("spark.conf.").split("=", 1) for kv in SMALL_DATA))
-FAST_JVM = {"JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1"}
 
 
 def _write_conf(root: Path, demo_dir: Path, tracking_uri: str) -> Path:
@@ -203,8 +192,7 @@ def standalone(tmp_path_factory):
     """A Spark standalone master and two one-core workers on 127.0.0.1 (real JVM daemons)."""
     root = tmp_path_factory.mktemp("cluster")
     port = _free_port()
-    env = {**_job_env(), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
-           "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "SPARK_NO_DAEMONIZE": "1", **FAST_JVM}
+    env = job_env(SPARK_LOCAL_IP="127.0.0.1", SPARK_NO_DAEMONIZE="1", **FAST_JVM)
     spark_class = str(VENV_BIN / "spark-class")
     procs, logs = [], []
 

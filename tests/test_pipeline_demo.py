@@ -1,7 +1,6 @@
 """End to end on generated data: the dirt the generator put in is exactly what cleaning takes out."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pyspark.sql import functions as F
 
 from liverec import lakehouse, tables
 from liverec.cli import main
-from tests.conftest import REPO, cli_args
+from tests.conftest import REPO, VENV_BIN, cli_args, job_env
 
 DS = "2026-11-02"
 SMALL = ["--set", "demo.events=20000", "--set", "demo.users=400", "--set", "demo.items=300"]
@@ -99,16 +98,14 @@ def test_python_entry_point_and_spark_submit_errors(tmp_path):
     from tests.conftest import settings_for
 
     settings = settings_for(tmp_path)
-    venv_bin = str(Path(sys.executable).parent)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},  # the jobs use their own conf
-           "PATH": f"{venv_bin}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable}
+    env = job_env()
     common = [*cli_args(settings), "--ds", DS]
     ingest = subprocess.run([sys.executable, str(REPO / "jobs" / "ingest.py"), *common, "--source", "demo",
                              "--set", "demo.events=5000", "--set", "demo.users=200"],
                             env=env, capture_output=True, text=True, timeout=600)
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     assert "[ingest] write bronze.events:" in ingest.stdout
-    submit = [os.path.join(venv_bin, "spark-submit"), "--master", "local[2]", "--driver-memory", "2g"]
+    submit = [str(VENV_BIN / "spark-submit"), "--master", "local[2]", "--driver-memory", "2g"]
     bad = subprocess.run([*submit, str(REPO / "jobs" / "ingest.py"), *common, "--source", "events", "--input",
                           str(tmp_path / "nope.csv")], env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2
