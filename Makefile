@@ -73,7 +73,7 @@ benchmark: setup scratch
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python als_blas.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python pipeline_stages.py --als-only-events 20000000
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python embeddings_cold_start.py
-	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ranker_ml100k.py
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python product_ml100k.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python mmr_ml100k.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python nightly_throughput.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python online_latency.py --prepare

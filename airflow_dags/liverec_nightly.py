@@ -1,10 +1,12 @@
 """liverec_nightly: the daily batch, one spark-submit per job, for the run's logical date.
 
-ingest -> clean -> (embed_items -> build_profiles, train_als) -> recommend_nightly -> (publish_online, evaluate)
+ingest -> clean -> (embed_items -> build_profiles, train_als, train_ease) -> recommend_nightly
+    -> (publish_online, evaluate)
 
 build_profiles waits for embed_items because a profile's content vector is the mean of its items'
 text embeddings. recommend_nightly ranks with the registry's champion ranker (liverec_training
-trains it weekly) and falls back to ALS, content and popularity without one. publish_online packs that
+trains it weekly; the promotion gate keeps it only while it beats the baselines) and publishes the best
+baseline (EASE or ALS, then content and popularity) without one. publish_online packs that
 day's tables and the champion ranker into the liverec-online model the real-time server loads.
 """
 
@@ -18,7 +20,7 @@ from liverec_tasks import DEFAULT_ARGS, PARAMS, LiverecJob
 
 with DAG(
     dag_id="liverec_nightly",
-    description="events -> silver -> profiles, ALS, embeddings -> ranked recommendations -> online model, "
+    description="events -> silver -> profiles, ALS, EASE, embeddings -> ranked recommendations -> online model, "
                 "evaluation",
     # each night processes the day that just ended: the run of the interval [D, D+1) starts after
     # midnight and its ds ({{ ds }}, the interval's start) is D
@@ -43,10 +45,11 @@ with DAG(
     embed = LiverecJob(task_id="embed_items", job="embed_items")
     profiles = LiverecJob(task_id="build_profiles", job="build_profiles")
     als = LiverecJob(task_id="train_als", job="train_als")
+    ease = LiverecJob(task_id="train_ease", job="train_ease")
     recommend = LiverecJob(task_id="recommend_nightly", job="recommend_nightly")
     publish = LiverecJob(task_id="publish_online", job="publish_online")
     evaluate = LiverecJob(task_id="evaluate", job="evaluate", options={"--split": "{{ params.evaluate_split }}"})
 
-    ingest >> clean >> [embed, als]
+    ingest >> clean >> [embed, als, ease]
     embed >> profiles
-    [profiles, als] >> recommend >> [publish, evaluate]
+    [profiles, als, ease] >> recommend >> [publish, evaluate]

@@ -1,7 +1,8 @@
 """liverec_training: the weekly ranker, one spark-submit per job, for the run's logical date.
 
 build_ranker_examples -> train_ranker (registers a new version, promotes nothing) -> promote_ranker
-(moves the champion alias to it only when it beats the champion on the same validation examples).
+(moves the champion alias to it only when its top N beats the best baseline's (EASE, ALS) and the champion's on
+the same validation users; a champion that no longer beats the baselines loses the alias).
 
 It reads what liverec_nightly wrote (silver events, item embeddings); the next nightly run ranks
 with whatever the champion is then.

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import functions as F
 
-from liverec import embeddings, ingest
+from liverec import embeddings, ingest, metrics
 from liverec.cleaning import parse_ts
 
 
@@ -24,3 +25,14 @@ def load(spark, settings, data_dir: str):
                 .cache())
     item_emb.count()
     return events, items, item_emb
+
+
+def ndcg_of(spark, ranked: pd.DataFrame, test: pd.DataFrame, k: int = 10) -> dict[str, float]:
+    """ranked: user_id, item_id, score (any number per user); test: user_id, item_id."""
+    ids = {i: n for n, i in enumerate(sorted(set(ranked["item_id"]) | set(test["item_id"])))}
+    top = (ranked.sort_values(["user_id", "score"], ascending=[True, False]).groupby("user_id").head(k)
+           .groupby("user_id")["item_id"].apply(lambda s: [float(ids[i]) for i in s]))
+    labels = test.groupby("user_id")["item_id"].apply(lambda s: [float(ids[i]) for i in s])
+    rows = [(u, top.get(u, []), lab) for u, lab in labels.items()]
+    lists = spark.createDataFrame(rows, "user string, prediction array<double>, label array<double>")
+    return metrics.accuracy(lists, k)

@@ -29,7 +29,7 @@ from pathlib import Path
 from _measure import machine, write_results
 from pyspark.sql import functions as F
 
-from liverec import als, evaluation, ingest, metrics, vectors
+from liverec import als, ingest, metrics, splits, vectors
 from liverec.cleaning import parse_ts
 from liverec.config import load_settings
 from liverec.session import build_spark
@@ -125,8 +125,8 @@ def main() -> int:
     ckpt = str(work / "ckpt")
 
     # 1. tuning on a validation split inside the seed-42 training part
-    train42, _ = evaluation.random_split(pairs, 0.25, 42)
-    tr, val = evaluation.random_split(train42.cache(), 0.25, 4242)
+    train42, _ = splits.random_split(pairs, 0.25, 42)
+    tr, val = splits.random_split(train42.cache(), 0.25, 4242)
     tr, val = tr.cache(), val.cache()
     grid = QUICK_GRID if args.quick else GRID
     trials = []
@@ -143,7 +143,7 @@ def main() -> int:
     # 2. the chosen setting on three seeds' test parts
     per_seed = []
     for seed in SEEDS:
-        train, test = evaluation.random_split(pairs, 0.25, seed)
+        train, test = splits.random_split(pairs, 0.25, seed)
         m, fit_s = score(spark, train.cache(), test.cache(), conf, ckpt=ckpt)
         per_seed.append({"seed": seed, **{f"{k}@10": v for k, v in m.items()}, "fit_s": fit_s})
         print(f"seed {seed}: nDCG@10 {m['ndcg']:.4f} P@10 {m['precision']:.4f} R@10 {m['recall']:.4f} "
@@ -162,7 +162,7 @@ def main() -> int:
         "per_seed": per_seed, "summary": {k: agg(f"{k}@10") for k in ("ndcg", "precision", "recall", "map")},
     }
     if args.with_implicit:
-        train, test = evaluation.random_split(pairs, 0.25, 42)
+        train, test = splits.random_split(pairs, 0.25, 42)
         m_spark, fit_spark = score(spark, train, test, conf, ckpt=ckpt)
         m_imp, fit_imp, version = implicit_compare(spark, train, test, conf)
         result["implicit"] = {

@@ -6,9 +6,9 @@ Protocol: the batch-core per-user stratified random 75/25 split (benchmarks/ml10
 hash), the tuned ALS (conf defaults) fitted on the training part, each user's best ``--pool`` unseen
 items by ALS score, then the nightly job's own MMR (``liverec.ranking.diversify``: relevance = score
 min-max scaled within the pool, similarity = cosine of the packaged MiniLM's title + genre
-embeddings) picks 10 for every lambda. Relevance comes from ALS, not the deep ranker: on ml-100k the
-ranker re-ranks ALS's list within +-1% nDCG (benchmarks/results/ranker_ml100k.md), and ALS keeps the
-curve reproducible without a training run per seed.
+embeddings) picks 10 for every lambda. Relevance comes from ALS, not the deep ranker: ALS keeps the
+curve reproducible without a training run per seed (benchmarks/product_ml100k.py measures MMR on the
+published table itself).
 
 Diversity is reported twice: intra-list diversity (mean 1 - cosine over the pairs of a list) with the
 text embeddings MMR uses, and with the items' genre vectors (multi-hot; an independent view).
@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 from _measure import machine, write_results
 from pyspark.sql import functions as F
-from ranker_ml100k import ndcg_of
 
-from liverec import als, evaluation, ranking, vectors
+from liverec import als, ranking, splits, vectors
 from liverec.config import load_settings
 from liverec.session import build_spark
 
@@ -52,7 +51,7 @@ def ild(lists: pd.DataFrame, vecs: dict[str, np.ndarray]) -> float:
 
 
 def one_seed(spark, settings, events, item_emb, genre_vecs, text_vecs, seed: int, pool: int) -> list[dict]:
-    train, test = evaluation.random_split(events, 0.25, seed)
+    train, test = splits.random_split(events, 0.25, seed)
     pairs = als.strengths(train, settings.als, settings.clean.event_weights).cache()
     users, items = als.index_ids(pairs)
     ratings = pairs.join(users, "user_id").join(items, "item_id").select("user_idx", "item_idx", "strength")
@@ -71,7 +70,7 @@ def one_seed(spark, settings, events, item_emb, genre_vecs, text_vecs, seed: int
         t = time.monotonic()
         picked = ranking.diversify(scored, item_emb, 10, lam, pool).select("user_id", "item_id", "rank").toPandas()
         seconds = time.monotonic() - t
-        m = ndcg_of(spark, picked.assign(score=-picked["rank"].astype(float)), test_pd)
+        m = _ml100k.ndcg_of(spark, picked.assign(score=-picked["rank"].astype(float)), test_pd)
         rows.append({"seed": seed, "lambda": lam, "ndcg@10": m["ndcg"], "precision@10": m["precision"],
                      "ild_text": ild(picked, text_vecs), "ild_genre": ild(picked, genre_vecs),
                      "users": int(picked["user_id"].nunique()), "mmr_seconds": seconds})

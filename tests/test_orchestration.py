@@ -31,8 +31,9 @@ NIGHTLY = {
     "clean": ["ingest"],
     "embed_items": ["clean"],
     "train_als": ["clean"],
+    "train_ease": ["clean"],
     "build_profiles": ["embed_items"],
-    "recommend_nightly": ["build_profiles", "train_als"],
+    "recommend_nightly": ["build_profiles", "train_als", "train_ease"],
     "publish_online": ["recommend_nightly"],
     "evaluate": ["recommend_nightly"],
 }

@@ -95,12 +95,21 @@ class RecommendSettings:
     cold_item_max_users: int
     content_min_similarity: float
     als_candidates: int
+    ease_candidates: int
     neighbor_history: int
     neighbors_per_item: int
     category_candidates: int
     friend_candidates: int
     mmr_lambda: float
     mmr_pool: int
+    baseline: str
+
+
+@dataclass(frozen=True)
+class EaseSettings:
+    enabled: bool
+    reg_lambda: float
+    max_items: int
 
 
 @dataclass(frozen=True)
@@ -116,10 +125,10 @@ class EmbeddingSettings:
 
 @dataclass(frozen=True)
 class RankerSettings:
-    label_days: int
-    candidates: int
-    hard_negatives: int
-    random_negatives: int
+    label_split: str
+    label_fraction: float
+    negatives_per_user: int
+    negatives_per_positive: int
     recent_items: int
     trend_days: int
     validation_fraction: float
@@ -163,6 +172,7 @@ class EvaluateSettings:
     temporal_test_fraction: float
     seed: int
     report_dir: str
+    product: bool
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,7 @@ class Settings:
     clean: CleanSettings
     profiles: ProfileSettings
     als: AlsSettings
+    ease: EaseSettings
     embeddings: EmbeddingSettings
     recommend: RecommendSettings
     ranker: RankerSettings

@@ -145,10 +145,12 @@ def user_content_vectors(weighted: DataFrame, embeddings: DataFrame) -> DataFram
 
     def mean(pdf: pd.DataFrame) -> pd.DataFrame:
         m = np.stack(pdf["embedding"].to_numpy()).astype(np.float64)
-        v = (pdf["w"].to_numpy(dtype=np.float64)[:, None] * m).sum(axis=0)
+        w = pdf["w"].to_numpy(dtype=np.float64)
+        v = ((w / w.max())[:, None] * m).sum(axis=0)  # scaled by the largest weight: tiny weights cannot underflow
         norm = np.linalg.norm(v)
         if not np.isfinite(norm) or norm < 1e-12:
-            return pd.DataFrame({"user_id": [], "content_vector": []})
+            # no row: an empty frame must carry the declared types (object columns), or Arrow refuses it
+            return pd.DataFrame({"user_id": pd.Series([], dtype=object), "content_vector": pd.Series([], dtype=object)})
         return pd.DataFrame({"user_id": [pdf["user_id"].iloc[0]], "content_vector": [(v / norm).astype(np.float32)]})
 
     return joined.groupBy("user_id").applyInPandas(mean, "user_id string, content_vector array<float>")

@@ -1,31 +1,46 @@
-"""Offline evaluation: hold-out splits, models side by side, a Markdown report with a plot.
+"""Offline evaluation: hold-out splits, the published product beside the baselines, a Markdown report with
+a plot.
 
-Two protocols:
+Two protocols (``liverec.splits``):
 
 - ``random``: per-user stratified random split of the user-item pairs (each user keeps
   1 - test_fraction of their items for training): the protocol of the published MovieLens tables.
 - ``temporal``: a global cut-off at the (1 - test_fraction) quantile of event time; training sees only
   events before it, and the test set is each warm user's items after it that were new to them.
 
+Models, all fitted on the split's training events only:
+
+- ``product``: what liverec publishes, through the stages' own library calls (``liverec.product``):
+  profiles, ALS and EASE on the training events, the ranker trained on examples built from them by the
+  production example builder (``ranker.label_split``), the promotion gate's comparison with the
+  baselines on its validation users, then the nightly path for the test users: the ranked path if the
+  ranker won, the best baseline's chain if not (exactly what recommend_nightly would publish);
+- ``popularity``, ``als`` and ``ease`` (EASE, when the catalogue is at most ``ease.max_items``).
+
 Every model scores all items it can, never an item the user trained on, and is judged on the test
-items of users who have training data (``metrics.py`` holds the definitions).
+items of users who have training data (``metrics.py`` holds the definitions). The report folder also
+keeps each model's lists and the test pairs (``lists/``, ``truth/``: Parquet), so any number in the report
+can be recomputed from them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from liverec import als, metrics, vectors
-from liverec.config import AlsSettings, Settings
+from liverec import als, candidates, ease, metrics, product, profiles, splits, vectors
+from liverec.config import Settings
+from liverec.errors import InputError
 
-MODELS = ("popularity", "als")
+MODELS = ("product", "popularity", "als", "ease")
+SPLITS = splits.PROTOCOLS
 
 
 @dataclass
@@ -37,33 +52,101 @@ class SplitResult:
     catalogue: int
     results: dict[str, dict[str, float]]
     als_fit_seconds: float
+    notes: dict[str, Any] = field(default_factory=dict)  # what the product did: ranker or baseline, gate numbers
 
 
-def random_split(pairs: DataFrame, test_fraction: float, seed: int) -> tuple[DataFrame, DataFrame]:
-    """Per-user stratified split of (user_id, item_id, ...) pairs; deterministic for a seed."""
-    from pyspark.sql import Window
+@dataclass
+class ProductInputs:
+    """What the publishing path reads besides events: the catalogue, embeddings, neighbours, social edges."""
 
-    order = Window.partitionBy("user_id").orderBy(F.xxhash64(F.lit(seed), "user_id", "item_id"), "item_id")
-    ranked = pairs.withColumn("_r", F.row_number().over(order)).withColumn(
-        "_n", F.count("*").over(Window.partitionBy("user_id")))
-    keep = F.col("_r") <= F.round(F.col("_n") * (1.0 - test_fraction))
-    return ranked.where(keep).drop("_r", "_n"), ranked.where(~keep).drop("_r", "_n")
-
-
-def temporal_split(events: DataFrame, test_fraction: float) -> tuple[DataFrame, DataFrame, Any]:
-    """Events before / from the cut-off; returns (train events, test events, cut-off timestamp)."""
-    seconds = events.select(F.col("ts").cast("double").alias("t"))
-    cutoff = seconds.approxQuantile("t", [1.0 - test_fraction], 0.001)[0]
-    cut = F.timestamp_micros(F.lit(int(cutoff * 1e6)))
-    return events.where(F.col("ts") < cut), events.where(F.col("ts") >= cut), cutoff
+    items: DataFrame
+    item_embeddings: DataFrame | None
+    neighbors: DataFrame | None
+    social: DataFrame | None
+    key: bytes
+    ds: str
+    scratch: str  # checkpoints and the Petastorm cache
 
 
-def evaluate_split(spark: SparkSession, split: str, train: DataFrame, test: DataFrame, als_conf: AlsSettings,
-                   k: int, checkpoint_dir: str) -> SplitResult:
-    """train: (user_id, item_id, strength); test: (user_id, item_id). Fits ALS and popularity on train."""
-    import time
+def _lists(recs: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
+    """(user_idx, items array<int>) of ranked rows (user_id, rank, item_id) by the evaluation's indices; an item
+    outside the index (never seen in training or test) keeps its place as -1, relevant to nobody."""
+    rows = (recs.join(users, "user_id").join(items, "item_id", "left")
+            .select("user_idx", "rank", F.coalesce("item_idx", F.lit(-1)).alias("item_idx")))
+    return rows.groupBy("user_idx").agg(F.sort_array(F.collect_list(F.struct("rank", "item_idx"))).alias("l")) \
+        .select("user_idx", F.transform("l", lambda x: x["item_idx"]).alias("items"))
 
-    train = train.select("user_id", "item_id", "strength").cache()
+
+def _ease_recs(spark: SparkSession, model: ease.EaseModel, train: DataFrame, users: DataFrame, k: int) -> DataFrame:
+    """(user_id, rank, item_id) of EASE's top k for ``users``."""
+    return candidates.ease_lists(spark, model, train.select("user_id", "item_id"), users, k).select(
+        "user_id", "rank", "item_id")
+
+
+def _product(spark: SparkSession, settings: Settings, split: str, train_events: DataFrame, test_users: DataFrame,
+             uf: DataFrame, itf: DataFrame, ease_model: ease.EaseModel | None, inputs: ProductInputs
+             ) -> tuple[DataFrame, dict[str, Any]]:
+    """(user_id, rank, item_id) rows the publishing path gives ``test_users`` from ``train_events`` alone, and
+    notes on what it did (the gate's numbers, the candidate recall, ranker or baseline)."""
+    import mlflow
+
+    from liverec import ranking, tables
+    from liverec.ranker import registry, train
+
+    conf = settings.ranker
+    prof = profiles.build_profiles(train_events, inputs.items, inputs.social, settings.profiles,
+                                   settings.clean.event_weights, inputs.key, inputs.item_embeddings).localCheckpoint()
+    notes: dict[str, Any] = {}
+    ranker = None
+    best = product.choose_baseline(settings.recommend.baseline, None, ease_model)
+    try:
+        made = product.make_examples(spark, train_events, inputs.items, inputs.item_embeddings, inputs.neighbors,
+                                     inputs.social, settings, inputs.key,
+                                     f"{inputs.scratch}/checkpoints/eval-ranker-{split}-{inputs.ds}")
+    except InputError as err:
+        notes["ranker"] = f"not trained: {err}"
+    else:
+        notes["label_candidate_recall"] = made.recall
+        rows = made.rows.cache()
+        factor = made.vocab.where(F.col("als_factor").isNotNull()).select(F.size("als_factor")).first()
+        result = train.fit(spark, rows, made.vocab, conf, int(factor[0]) if factor else settings.als.rank,
+                           tables.petastorm_url(settings, f"eval-{split}-{inputs.ds}"))
+        valid = rows.where(F.col("split") == "valid").select(
+            "user_id", "item_id", "label", "n_labels", "sampled", "als_rank", "ease_rank", "dense", "recent_items"
+        ).toPandas()
+        ids = made.vocab.select("item_id", "item_idx").toPandas()
+        vocab = dict(zip(ids["item_id"], ids["item_idx"].astype(int).tolist(), strict=True))
+        info = registry.log_model(result.shape, result.state, vocab, conf.recent_items,
+                                  registry.pyfunc_frame(valid.head(5)), name=f"product_ranker_{split}")
+        scores = mlflow.pyfunc.load_model(info.model_uri).predict(registry.pyfunc_frame(valid))["score"].to_numpy()
+        quality = registry.list_quality(valid, scores, settings.recommend.top_n)
+        baselines = {m: v for m, v in quality.items() if m != "ranker"}
+        measured = max(baselines, key=baselines.get) if baselines else None
+        best = product.choose_baseline(settings.recommend.baseline, measured, ease_model)
+        wins = not baselines or quality["ranker"] > max(baselines.values())
+        notes["gate"] = quality
+        notes["ranker"] = "ranked the product (beat the baselines on its validation users)" if wins else \
+            f"lost to the {measured} baseline on its validation users: the product is the {best} baseline"
+        if wins:
+            ranker = ranking.Champion("evaluation", split, mlflow.active_run().info.run_id, info.model_uri)
+        rows.unpersist()
+    published = product.publish(spark, train_events, test_users, inputs.items, prof, uf, itf, None, ease_model, None,
+                                inputs.item_embeddings, inputs.neighbors, inputs.social, settings, inputs.key, ranker,
+                                best, inputs.ds)
+    recs = published.rows.select("user_id", "rank", "item_id", "source").localCheckpoint()
+    notes["sources"] = {r["source"]: r["count"] for r in recs.groupBy("source").count().collect()}
+    notes["baseline"] = best
+    return recs.select("user_id", "rank", "item_id"), notes
+
+
+def evaluate_split(spark: SparkSession, settings: Settings, split: str, train_events: DataFrame, test: DataFrame,
+                   k: int, checkpoint_dir: str, inputs: ProductInputs | None = None) -> tuple[SplitResult, DataFrame]:
+    """train_events: the split's training events; test: held-out (user_id, item_id). Returns the result and
+    every model's lists (model, user_id, rank, item_id) for the report folder. ``inputs`` None leaves the
+    product out."""
+    als_conf = settings.als
+    train_events = train_events.cache()
+    train = als.strengths(train_events, als_conf, settings.clean.event_weights).cache()
     test = test.select("user_id", "item_id").distinct().join(train.select("user_id").distinct(), "user_id")
     test = test.join(train.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti").cache()
     users, _ = als.index_ids(train)
@@ -82,41 +165,68 @@ def evaluate_split(spark: SparkSession, split: str, train: DataFrame, test: Data
 
     seen = ratings.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
     popularity = ratings.groupBy("item_idx").agg(F.countDistinct("user_idx").alias("users")).cache()
-    recs = {
-        "als": vectors.top_k(user_vecs, item_vecs, seen, k),
+    test_users = test.select("user_id").distinct().cache()
+    test_idx = test_users.join(users, "user_id").select("user_idx")
+    lists = {
+        "als": vectors.top_k(user_vecs.join(test_idx, "user_idx"), item_vecs, seen, k).select("user_idx", "items"),
         "popularity": vectors.top_k(
-            users.select("user_idx", F.array(F.lit(1.0)).alias("features")),
-            popularity.select("item_idx", F.array(F.col("users").cast("float")).alias("features")), seen, k),
+            test_idx.select("user_idx", F.array(F.lit(1.0)).alias("features")),
+            popularity.select("item_idx", F.array(F.col("users").cast("float")).alias("features")), seen, k)
+        .select("user_idx", "items"),
     }
+    notes: dict[str, Any] = {}
+    ease_model = None
+    if settings.ease.enabled:
+        try:
+            ease_model, ease_rows = ease.fit(train.select("user_id", "item_id"), settings.ease.reg_lambda,
+                                             settings.ease.max_items)
+            ease_rows.unpersist()
+        except InputError as err:
+            notes["ease"] = f"left out: {err}"
+    ranked: dict[str, DataFrame] = {}
+    if ease_model is not None:
+        ranked["ease"] = _ease_recs(spark, ease_model, train, test_users, k)
+    if inputs is not None:
+        uf, itf = als.factor_frames(model, users, items)
+        ranked["product"], product_notes = _product(spark, settings, split, train_events, test_users, uf, itf,
+                                                    ease_model, inputs)
+        notes.update(product=product_notes)
+    for name, recs in ranked.items():
+        lists[name] = _lists(recs.where(F.col("rank") <= k), users, items)
     labels = (test.join(users, "user_id").join(items, "item_id").groupBy("user_idx")
               .agg(F.collect_list(F.col("item_idx").cast("double")).alias("label")))
     catalogue = ratings.select("item_idx").distinct().count()
     results = {}
-    for name in MODELS:
-        lists = labels.join(recs[name], "user_idx", "left").select(
+    for name in [m for m in MODELS if m in lists]:
+        scored = labels.join(lists[name], "user_idx", "left").select(
             F.col("user_idx").alias("user"),
             F.coalesce(F.transform("items", lambda i: i.cast("double")), F.array().cast("array<double>"))
             .alias("prediction"), "label")
-        results[name] = metrics.all_metrics(lists, k, catalogue, item_vecs, popularity, n_users)
-    out = SplitResult(split, ratings.count(), test.count(), labels.count(), catalogue, results, fit_seconds)
-    for df in (train, test, users, items, ratings, item_vecs, popularity):
+        results[name] = metrics.all_metrics(scored, k, catalogue, item_vecs, popularity, n_users)
+    ids = items.select("item_idx", "item_id")
+    out_lists = None
+    for name in results:
+        part = (lists[name].join(users, "user_idx").select("user_id", F.posexplode("items").alias("p", "item_idx"))
+                .join(ids, "item_idx", "left")
+                .select(F.lit(name).alias("model"), "user_id", (F.col("p") + 1).alias("rank"), "item_id"))
+        out_lists = part if out_lists is None else out_lists.unionByName(part)
+    out = SplitResult(split, ratings.count(), test.count(), labels.count(), catalogue, results, fit_seconds, notes)
+    out_lists = out_lists.withColumn("split", F.lit(split)).localCheckpoint()
+    truth = test.select(F.lit(split).alias("split"), "user_id", "item_id").localCheckpoint()
+    for df in (train_events, train, test, users, items, ratings, item_vecs, popularity, test_users):
         df.unpersist()
-    return out
+    return out, out_lists.unionByName(truth.select("split", F.lit("truth").alias("model"), "user_id",
+                                                   F.lit(0).alias("rank"), "item_id"))
 
 
-def run(spark: SparkSession, settings: Settings, events: DataFrame, splits: list[str], k: int,
-        checkpoint_dir: str) -> list[SplitResult]:
+def run(spark: SparkSession, settings: Settings, events: DataFrame, split_names: list[str], k: int,
+        checkpoint_dir: str, inputs: ProductInputs | None = None) -> list[tuple[SplitResult, DataFrame]]:
+    conf = settings.evaluate
     out = []
-    weights = settings.clean.event_weights
-    if "random" in splits:
-        pairs = als.strengths(events, settings.als, weights)
-        train, test = random_split(pairs, settings.evaluate.random_test_fraction, settings.evaluate.seed)
-        out.append(evaluate_split(spark, "random", train, test, settings.als, k, checkpoint_dir))
-    if "temporal" in splits:
-        before, after, _ = temporal_split(events, settings.evaluate.temporal_test_fraction)
-        train = als.strengths(before, settings.als, weights)
-        out.append(evaluate_split(spark, "temporal", train, after.select("user_id", "item_id"), settings.als, k,
-                                  checkpoint_dir))
+    for name in split_names:
+        fraction = conf.random_test_fraction if name == "random" else conf.temporal_test_fraction
+        train, held, _ = splits.holdout(events, name, fraction, conf.seed)
+        out.append(evaluate_split(spark, settings, name, train, held, k, checkpoint_dir, inputs))
     return out
 
 
@@ -132,7 +242,9 @@ def write_report(results: list[SplitResult], k: int, folder: Path, title: str) -
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": folder / "evaluation.md", "plot": folder / "evaluation.png", "json": folder / "evaluation.json"}
-    lines = [f"# {title}", "", f"All metrics at K = {k}; definitions in `lib/liverec/metrics.py`.", ""]
+    lines = [f"# {title}", "", f"All metrics at K = {k}; definitions in `lib/liverec/metrics.py`. `product` is what "
+             "the publishing path gives the test users when it sees the training part only (lib/liverec/evaluation.py).",
+             ""]
     for r in results:
         lines += [f"## {r.split} split", "",
                   f"{r.train_pairs:,} training pairs, {r.test_pairs:,} test pairs, {r.test_users:,} test users, "
@@ -141,6 +253,19 @@ def write_report(results: list[SplitResult], k: int, folder: Path, title: str) -
         for model, m in r.results.items():
             lines.append(f"| {model} | " + " | ".join(f"{m[x]:.4f}" for x in METRIC_ORDER) + " |")
         lines.append("")
+        prod = r.notes.get("product")
+        if prod:
+            lines.append(f"Product: the ranker {prod.get('ranker', '')}; rows by source "
+                         f"{json.dumps(prod.get('sources', {}))}.")
+            if "gate" in prod:
+                lines.append("Gate on the ranker's validation users (NDCG@N of the top N): " + ", ".join(
+                    f"{m} {v:.4f}" for m, v in prod["gate"].items()) + ".")
+            if "label_candidate_recall" in prod:
+                lines.append("Share of the ranker's held-out labels its candidates found: " + ", ".join(
+                    f"{m} {v:.3f}" for m, v in prod["label_candidate_recall"].items()) + ".")
+            lines.append("")
+        if "ease" in r.notes:
+            lines += [f"EASE {r.notes['ease']}", ""]
     lines.append(f"![metrics]({paths['plot'].name})")
     paths["markdown"].write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -15,9 +15,10 @@ event_type, ts), ``viewing`` (the item on screen), ``k`` and ``exclude``. The sc
    user's known strengths plus the session's (Spark's own update, so without a session it gives back
    the nightly factor);
 2. takes candidates from the user's nightly row, the content neighbours of the viewed item and of
-   the session's newest items, the friends' items and the folded vector's best items (filled up to
-   ``online.candidates``), never a seen, session or excluded item;
-3. computes the ranker's dense features the way ``ranker.examples`` does, with the session added to
+   the session's newest items, the friends' items, EASE's best items over the history and the session,
+   and the folded vector's best items (filled up to ``online.candidates``), never a seen, session or
+   excluded item;
+3. computes the ranker's dense features the way ``liverec.features`` does, with the session added to
    the user's counts, category affinity and content vector, and scores with the champion ranker,
    the session (newest first) ahead of the known recent items as its recent-item sequence;
 4. re-ranks the ``recommend.mmr_pool`` best by maximal marginal relevance, keeps at least
@@ -48,12 +49,12 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from liverec.ranker.examples import DENSE_FEATURES
+from liverec.features import DENSE_FEATURES
 
 KEY_CHECK_TEXT = "liverec-online-key-check"
 REQUEST_FIELDS = ("user_id", "session", "viewing", "k", "exclude")
 SESSION_FIELDS = ("item_id", "event_type", "ts", "value")
-SOURCES = ("viewing", "session", "nightly", "friends", "als", "popular")  # in the order they fill the candidates
+SOURCES = ("viewing", "session", "nightly", "friends", "ease", "als", "popular")  # the order they fill candidates
 LIVE_SOURCES = ("viewing", "session")  # candidates the live session brought
 
 
@@ -71,19 +72,19 @@ def key_check(key: bytes) -> str:
 # --------------------------------------------------------------------------- the bundle (built in Spark)
 
 def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_factors: Any, item_factors: Any,
-                 item_embeddings: Any, neighbors: Any, social: Any, nightly: Any, settings: Any, key: bytes,
-                 ds: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                 ease_model: Any, item_embeddings: Any, neighbors: Any, social: Any, nightly: Any, settings: Any,
+                 key: bytes, ds: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, meta): everything a request needs, collected from the gold tables of ``ds`` (model-sized:
-    one row per item and per known user, plus each user's seen items)."""
+    one row per item and per known user, plus each user's seen items; EASE's weights are n x n over its items,
+    which ``ease.max_items`` bounds)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from liverec import als, catalog
-    from liverec.ranker import examples as ex
+    from liverec import als, catalog, features
 
     conf, oconf = settings.recommend, settings.online
-    f = ex.features_from(spark, events, user_profiles, user_factors, item_factors, items, item_embeddings, social,
-                         settings, key)
+    f = features.features_from(spark, events, user_profiles, user_factors, item_factors, ease_model, items,
+                               item_embeddings, social, settings, key)
     item_rows = (f.items.join(items.select("item_id", "title"), "item_id", "left")
                  .orderBy("item_id").toPandas())
     if item_rows.empty:
@@ -154,7 +155,17 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
     nightly_reason = {f"{u} {i}": str(r) for u, i, r in zip(rows["user_id"], rows["item_id"], rows["reason"],
                                                             strict=True)}
 
+    # EASE: B over its own items, and where each of them sits in the catalogue
+    if ease_model is not None:
+        ease_items = _positions(pd.Series(ease_model.item_ids), index)
+        keep = ease_items >= 0
+        ease_weights = ease_model.weights[np.ix_(keep, keep)].astype(np.float32)
+        ease_items = ease_items[keep].astype(np.int32)
+    else:
+        ease_items, ease_weights = np.zeros(0, dtype=np.int32), np.zeros((0, 0), dtype=np.float32)
+
     arrays = {
+        "ease_items": ease_items, "ease_weights": ease_weights,
         "factors": factors, "has_factor": has_factor, "embeddings": emb, "item_stats": item_stats,
         "popular": popular.astype(np.int32), "neighbors": nb, "neighbor_sim": nb_sim, "user_stats": user_stats,
         "content": content, "seen_ptr": seen_ptr, "seen_idx": seen_idx, "seen_val": seen_val,
@@ -168,7 +179,8 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
         "nightly_reason": nightly_reason,
         "event_weights": dict(settings.clean.event_weights), "rating_as_strength": settings.als.rating_as_strength,
         "alpha": settings.als.alpha, "reg_param": settings.als.reg_param,
-        "als_candidates": conf.als_candidates, "neighbor_history": conf.neighbor_history,
+        "als_candidates": conf.als_candidates, "ease_candidates": conf.ease_candidates,
+        "neighbor_history": conf.neighbor_history,
         "mmr_lambda": conf.mmr_lambda, "mmr_pool": conf.mmr_pool,
         "candidates": oconf.candidates, "session_slots": oconf.session_slots, "default_k": oconf.default_k,
         "max_k": oconf.max_k,
@@ -277,6 +289,8 @@ class OnlineScorer:
         fn = np.linalg.norm(self.factors, axis=1, keepdims=True)
         self.unit_factors = self.factors / np.maximum(fn, 1e-12)
         self.div = self.unit if self.embeddings.shape[1] > 1 and norms.max() > 0 else self.unit_factors
+        self.ease_pos = np.full(len(self.item_ids), -1, dtype=np.int64)  # catalogue row -> row of EASE's B
+        self.ease_pos[self.ease_items] = np.arange(len(self.ease_items))
         self.columns = {name: j for j, name in enumerate(DENSE_FEATURES)}
         self.item_stat_columns = [self.columns[c] for c in
                                   ("log_item_users", "log_item_recent_users", "log_item_age_days", "item_unseen")]
@@ -409,7 +423,25 @@ class OnlineScorer:
         top = np.argpartition(-masked, n - 1)[:n]
         return als, top[np.argsort(-masked[top], kind="stable")]
 
-    def candidates(self, req: Request, top: np.ndarray, banned: np.ndarray
+    def ease_top(self, req: Request, history: np.ndarray, banned: np.ndarray
+                 ) -> tuple[np.ndarray | None, np.ndarray]:
+        """(EASE's score of every catalogue item over the user's history and session items, -inf where it has
+        none or the item is not allowed; the best allowed items by it, best first), (None, []) without EASE."""
+        known = np.flatnonzero(history).tolist() + [e.item for e in req.session]
+        rows = np.unique(self.ease_pos[np.asarray(known, dtype=np.int64)]) if known else np.zeros(0, dtype=np.int64)
+        rows = rows[rows >= 0]
+        if len(self.ease_items) == 0 or len(rows) == 0:
+            return None, np.zeros(0, dtype=np.int64)
+        scores = np.full(len(self.item_ids), -np.inf)
+        scores[self.ease_items] = self.ease_weights[rows].sum(axis=0, dtype=np.float64)
+        scores[banned] = -np.inf
+        n = min(max(self.meta["candidates"], self.meta["ease_candidates"]), int(np.isfinite(scores).sum()))
+        if n == 0:
+            return scores, np.zeros(0, dtype=np.int64)
+        top = np.argpartition(-scores, n - 1)[:n]
+        return scores, top[np.lexsort((top, -scores[top]))]
+
+    def candidates(self, req: Request, top: np.ndarray, banned: np.ndarray, ease_top: np.ndarray | None = None
                    ) -> tuple[list[int], dict[int, tuple[str, int | None]]]:
         """(candidate items in source order, item -> (source, via item)): the first source that names an item
         keeps it; at most ``online.candidates``."""
@@ -427,8 +459,10 @@ class OnlineScorer:
         if req.user is not None:
             part(self.nightly_idx[self.nightly_ptr[req.user]:self.nightly_ptr[req.user + 1]], 2)
             part(self.friend_idx[self.friend_ptr[req.user]:self.friend_ptr[req.user + 1]], 3)
-        part(top[:self.meta["candidates"]], 4)
-        part(self.popular, 5)
+        if ease_top is not None:
+            part(ease_top[:self.meta["ease_candidates"]], 4)
+        part(top[:self.meta["candidates"]], 5)
+        part(self.popular, 6)
         all_items, all_src, all_via = np.concatenate(items), np.concatenate(sources), np.concatenate(vias)
         ok = all_items >= 0
         ok[ok] = ~banned[all_items[ok]]
@@ -439,22 +473,53 @@ class OnlineScorer:
                  for f in first}
         return [int(all_items[f]) for f in first], found
 
+    @staticmethod
+    def _rank_and_z(scores: np.ndarray | None, top: np.ndarray, allowed: np.ndarray, idx: np.ndarray, limit: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rank in the source's list of ``limit`` or limit + 1, z-score over the allowed items with the list's
+        last score for items beyond it) of the candidates ``idx``, as features.assemble computes them."""
+        ranks = np.full(len(idx), limit + 1, dtype=np.float64)
+        z = np.zeros(len(idx), dtype=np.float64)
+        if scores is None or len(top) == 0:
+            return ranks, z
+        listed = top[:limit]
+        position = np.full(len(scores), limit + 1, dtype=np.float64)
+        position[listed] = np.arange(1, len(listed) + 1)
+        ranks = position[idx]
+        values = scores[allowed & np.isfinite(scores)]
+        if values.size == 0:
+            return ranks, z
+        mean, std = values.mean(), values.std()
+        std = std if std > 0 else 1.0
+        floor = scores[listed[-1]]
+        own = np.where(np.isfinite(scores[idx]), scores[idx], floor)
+        return ranks, (own - mean) / std
+
     def features(self, req: Request, cands: list[int], als: np.ndarray | None, top: np.ndarray,
-                 history: np.ndarray) -> tuple[np.ndarray, list[str]]:
+                 history: np.ndarray, banned: np.ndarray | None = None, ease: np.ndarray | None = None,
+                 ease_top: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """The dense features of ``cands`` (DENSE_FEATURES order) and the recent-item sequence."""
         n = len(cands)
         idx = np.asarray(cands, dtype=np.int64)
         dense = np.zeros((n, len(DENSE_FEATURES)), dtype=np.float32)
         col = self.columns
-        limit = self.meta["als_candidates"]
-        ranks = np.full(n, limit + 1, dtype=np.float64)
-        if als is not None:
-            dense[:, col["als_score"]] = np.where(self.has_factor[idx], als[idx], 0.0)
-            # rank among the allowed items by the folded vector (limit + 1 outside the best ``limit``)
-            position = np.full(len(self.item_ids), limit + 1, dtype=np.float64)
-            position[top[:limit]] = np.arange(1, min(limit, len(top)) + 1)
-            ranks = position[idx]
+        allowed = ~banned if banned is not None else ~history
+        als_scores = None if als is None else np.where(self.has_factor, als, -np.inf)
+        ranks, z = self._rank_and_z(als_scores, top, allowed & self.has_factor, idx, self.meta["als_candidates"])
         dense[:, col["log_als_rank"]] = np.log1p(ranks)
+        dense[:, col["als_z"]] = z
+        ranks, z = self._rank_and_z(ease, ease_top if ease_top is not None else np.zeros(0, dtype=np.int64), allowed,
+                                    idx, self.meta["ease_candidates"])
+        dense[:, col["log_ease_rank"]] = np.log1p(ranks)
+        dense[:, col["ease_z"]] = z
+        recent_all = [e.item for e in req.session] + (self.meta["recent"][req.user] if req.user is not None else [])
+        sources = list(dict.fromkeys(recent_all))[:self.meta["neighbor_history"]]
+        if sources:
+            best = np.zeros(len(self.item_ids), dtype=np.float32)
+            for r in sources:
+                ok = self.neighbors[r] >= 0
+                np.maximum.at(best, self.neighbors[r][ok], self.neighbor_sim[r][ok])
+            dense[:, col["neighbor_similarity"]] = best[idx]
         cv = self.user_content(req)
         if cv is not None:
             dense[:, col["content_cosine"]] = self.unit[idx] @ cv
@@ -526,10 +591,11 @@ class OnlineScorer:
 
         history, banned = self.seen(req)
         als, top = self.als_top(self.fold_in(req), banned)
-        cands, found = self.candidates(req, top, banned)
+        ease, ease_top = self.ease_top(req, history, banned)
+        cands, found = self.candidates(req, top, banned, ease_top)
         if not cands:
             return []
-        dense, recent = self.features(req, cands, als, top, history)
+        dense, recent = self.features(req, cands, als, top, history, banned, ease, ease_top)
         scores = np.asarray(self.ranker.score_ids([self.item_ids[i] for i in cands], recent, dense),
                             dtype=np.float64)
         pool = np.argsort(-scores, kind="stable")[:max(self.meta["mmr_pool"], req.k)]
@@ -583,6 +649,13 @@ class OnlineScorer:
         if source == "friends":
             friend = self.meta["friend_of"].get(f"{user} {self.item_ids[item]}")
             return f"Your friend {friend} chose it" if friend else "Your friends chose it"
+        if source == "ease":
+            known = [e.item for e in req.session] + (self.meta["recent"][req.user] if req.user is not None else [])
+            rows = [(self.ease_pos[i], i) for i in known if self.ease_pos[i] >= 0]
+            if rows and self.ease_pos[item] >= 0:
+                weights = self.ease_weights[[r for r, _ in rows], self.ease_pos[item]]
+                return f"Because you chose {name(rows[int(np.argmax(weights))][1])}"
+            return "Often chosen with what you chose"
         if source == "als":
             items = [e.item for e in req.session if self.has_factor[e.item]]
             if items:

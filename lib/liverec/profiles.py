@@ -1,7 +1,10 @@
 """gold.user_profiles: one row per user fusing ratings, purchases, views and social edges.
 
-Recency weighting counts ages back from the newest event in the input (not the wall clock), so a
-rerun of a date gives the same profile and old public data sets still get sensible weights.
+Recency weighting never uses the wall clock, so a rerun of a date gives the same profile: a user's own
+shares (category affinity, content vector) count ages back from that user's newest event, so a user
+whose events are all years older than the log's newest still gets weights near 1 (ages from the log's
+newest event underflow to 0 after a few decades of half-lives); what mixes users (the friends' items)
+counts ages back from the newest event in the input.
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ def build_profiles(events: DataFrame, items: DataFrame, social: DataFrame | None
                    weights: dict[str, float], key: bytes, item_embeddings: DataFrame | None = None) -> DataFrame:
     """One row per user; ``item_embeddings`` (item_id, embedding) adds the content vector (null without it)."""
     reference = events.agg(F.max("ts").alias("ref"))
+    own_newest = Window.partitionBy("user_id")
     ev = (events.crossJoin(F.broadcast(reference))
-          .withColumn("w", event_weight(weights) * decay(F.col("ts"), F.col("ref"), conf.half_life_days)))
+          .withColumn("w", event_weight(weights) * decay(F.col("ts"), F.col("ref"), conf.half_life_days))
+          .withColumn("w_own", event_weight(weights) * decay(F.col("ts"), F.max("ts").over(own_newest),
+                                                              conf.half_life_days)))
 
     per_type = ev.groupBy("user_id", "event_type").agg(F.count("*").alias("n"))
     counts = per_type.groupBy("user_id").agg(
@@ -40,7 +46,7 @@ def build_profiles(events: DataFrame, items: DataFrame, social: DataFrame | None
 
     # recency-weighted category shares
     cats = ev.join(items.select("item_id", "categories"), "item_id", "left").select(
-        "user_id", "w", F.explode_outer("categories").alias("category"))
+        "user_id", F.col("w_own").alias("w"), F.explode_outer("categories").alias("category"))
     per_cat = cats.where(F.col("category").isNotNull()).groupBy("user_id", "category").agg(F.sum("w").alias("w"))
     total = per_cat.groupBy("user_id").agg(F.sum("w").alias("total"))
     shares = per_cat.join(total, "user_id").where(F.col("total") > 0).withColumn(
@@ -57,16 +63,17 @@ def build_profiles(events: DataFrame, items: DataFrame, social: DataFrame | None
                             lambda s: s["item_id"]), 1, conf.recent_items).alias("recent_items"))
 
     profiles = (stats.join(counts, "user_id").join(recent, "user_id").join(affinity, "user_id", "left"))
-    item_w = ev.groupBy("user_id", "item_id").agg(F.sum("w").alias("w"))
+    item_w = ev.groupBy("user_id", "item_id").agg(F.sum("w").alias("w"), F.sum("w_own").alias("w_own"))
     if item_embeddings is not None:
-        profiles = profiles.join(user_content_vectors(item_w, item_embeddings), "user_id", "left")
+        own = item_w.select("user_id", "item_id", F.col("w_own").alias("w"))
+        profiles = profiles.join(user_content_vectors(own, item_embeddings), "user_id", "left")
     else:
         profiles = profiles.withColumn("content_vector", F.lit(None).cast("array<float>"))
 
     if social is not None:
         pairs = friend_pairs(social, key)
         friend_count = pairs.groupBy("user_id").agg(F.count("*").cast("int").alias("friend_count"))
-        via_friends = (pairs.join(item_w.withColumnRenamed("user_id", "friend_id"), "friend_id")
+        via_friends = (pairs.join(item_w.select(F.col("user_id").alias("friend_id"), "item_id", "w"), "friend_id")
                        .groupBy("user_id", "item_id").agg(F.sum("w").alias("w")))
         best = Window.partitionBy("user_id").orderBy(F.col("w").desc(), F.col("item_id"))
         top_friend_items = (via_friends.withColumn("r", F.row_number().over(best))

@@ -1,12 +1,10 @@
-"""Ranked nightly recommendations: candidates from four sources, the champion ranker, MMR, reasons.
+"""Ranked nightly recommendations: candidates from five sources, the champion ranker, MMR, reasons.
 
 Per active user:
-1. candidates: ALS's top ``recommend.als_candidates`` unseen items; the content neighbours
-   (gold.item_neighbors) of the user's ``neighbor_history`` most recent items; the items most popular
-   lately in the user's favourite categories; the items the user's friends chose. Seen items never
-   come back; an item found by several sources is one candidate that remembers all of them.
-2. features: ``ranker.examples.features_from`` over everything up to ds and that ds's gold tables,
-   the same code that built the ranker's training examples (no training/serving skew).
+1. candidates: ``liverec.candidates`` (EASE's and ALS's top unseen items, content neighbours of recent
+   items, popular items of the favourite categories, friends' items), the union the ranker was trained on.
+2. features: ``liverec.features`` over everything up to ds and that ds's gold tables, the same code
+   that built the ranker's training examples (no training/serving skew).
 3. scores: the ``@champion`` version of the registered ranker (an MLflow pyfunc), shipped to the
    executors as a file and loaded once per Python worker, applied in ``mapInPandas``.
 4. diversity: maximal marginal relevance over the best ``mmr_pool`` candidates (``mmr_lambda`` 1 =
@@ -31,12 +29,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from liverec import recommend
-from liverec.config import RecommendSettings, Settings
-from liverec.ranker import examples as ex
-
-# which source names a candidate found by several (the most specific evidence first)
-SOURCE_PRIORITY = {"content": 0, "friends": 1, "popular_category": 2, "als": 3}
+from liverec import candidates, features, recommend
+from liverec.config import Settings
+from liverec.ease import EaseModel
 
 
 @dataclass(frozen=True)
@@ -64,59 +59,14 @@ def champion(name: str, alias: str) -> Champion | None:
     return Champion(name, str(mv.version), mv.run_id, f"models:/{name}@{alias}")
 
 
-# --------------------------------------------------------------------------- candidates
+def registered_tag(name: str, tag: str) -> str | None:
+    """A tag of the registered model ``name`` (None when the model or the tag does not exist)."""
+    import mlflow
 
-def _source(rows: DataFrame, source: str, order: Any, via: Any = None) -> DataFrame:
-    return rows.select("user_id", "item_id",
-                       (F.col("als_rank") if "als_rank" in rows.columns else F.lit(None)).cast("int").alias("als_rank"),
-                       F.lit(source).alias("source"), F.lit(SOURCE_PRIORITY[source]).alias("prio"),
-                       order.cast("double").alias("order"),
-                       (via if via is not None else F.lit(None)).cast("string").alias("via"))
-
-
-def candidates(f: ex.Features, users: DataFrame, user_profiles: DataFrame, neighbors: DataFrame | None,
-               conf: RecommendSettings) -> DataFrame:
-    """(user_id, item_id, als_rank, sources array<string>, source, via): the union of the four sources,
-    one row per (user, unseen item). ``source``/``via`` name the most specific evidence: the history
-    item whose neighbour it is, a friend who chose it, the favourite category it is popular in, or ALS."""
-    users = users.select("user_id").distinct()
-    parts = []
-    if conf.als_candidates > 0:
-        als_rows = ex.candidate_pairs(f, users, conf.als_candidates)
-        parts.append(_source(als_rows, "als", F.col("als_rank")))
-    if neighbors is not None and conf.neighbor_history > 0 and conf.neighbors_per_item > 0:
-        recent = f.users.join(users, "user_id").select(
-            "user_id", F.posexplode(F.slice("recent_items", 1, conf.neighbor_history)).alias("rp", "hist_id"))
-        nb = neighbors.where(F.col("rank") <= conf.neighbors_per_item).select(
-            F.col("item_id").alias("hist_id"), F.col("neighbor_id").alias("item_id"), "similarity")
-        parts.append(_source(recent.join(nb, "hist_id"), "content", -F.col("similarity"), F.col("hist_id")))
-    if conf.category_candidates > 0:
-        by_cat = Window.partitionBy("category").orderBy(F.col("log_item_recent_users").desc(),
-                                                        F.col("log_item_users").desc(), "item_id")
-        popular = (f.items.where(F.col("item_unseen") == 0)
-                   .select("item_id", "log_item_recent_users", "log_item_users",
-                           F.explode("categories").alias("category"))
-                   .withColumn("cr", F.row_number().over(by_cat)).where(F.col("cr") <= conf.category_candidates))
-        prefs = user_profiles.join(users, "user_id").select(
-            "user_id", F.posexplode(F.slice("top_categories", 1, conf.fallback_categories)).alias("cp", "category"))
-        parts.append(_source(prefs.join(popular, "category"), "popular_category",
-                             F.col("cp") * 1000 + F.col("cr"), F.col("category")))
-    if conf.friend_candidates > 0:
-        best = Window.partitionBy("user_id").orderBy(F.col("n_friends").desc(), "item_id")
-        friends = (f.friends_on_item.join(users, "user_id").withColumn("fr", F.row_number().over(best))
-                   .where(F.col("fr") <= conf.friend_candidates))
-        parts.append(_source(friends, "friends", F.col("fr"), F.col("a_friend")))
-    if not parts:
-        raise ValueError("every candidate source is turned off (recommend.*_candidates)")
-    rows = parts[0]
-    for p in parts[1:]:
-        rows = rows.unionByName(p)
-    rows = rows.join(f.seen, ["user_id", "item_id"], "left_anti")
-    merged = rows.groupBy("user_id", "item_id").agg(
-        F.min("als_rank").alias("als_rank"), F.sort_array(F.collect_set("source")).alias("sources"),
-        F.min(F.struct("prio", "order", "source", "via")).alias("best"))
-    return merged.select("user_id", "item_id", "als_rank", "sources", F.col("best.source").alias("source"),
-                         F.col("best.via").alias("via"))
+    try:
+        return mlflow.MlflowClient().get_registered_model(name).tags.get(tag)
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 # --------------------------------------------------------------------------- scores
@@ -238,14 +188,17 @@ def diversify(scored: DataFrame, item_vectors: DataFrame, n: int, lam: float, po
 
 # --------------------------------------------------------------------------- reasons
 
-def with_reasons(top: DataFrame, f: ex.Features, user_profiles: DataFrame, items: DataFrame,
+def with_reasons(top: DataFrame, f: features.Features, user_profiles: DataFrame, items: DataFrame,
                  als_vectors: DataFrame, history: int) -> DataFrame:
     """+ reason: content -> the history item it is similar to; friends -> a friend who chose it (and how many
-    more); popular_category -> the category; als -> the recent item closest in ALS space (recommend's rule)."""
+    more); ease -> the history item that adds most to its score; popular_category -> the category; als -> the
+    recent item closest in ALS space (recommend's rule)."""
     titles = items.select(F.col("item_id").alias("via"), "title")
     content = (top.where(F.col("source") == "content").join(titles, "via", "left")
                .withColumn("reason", F.concat(F.lit("Similar to "), recommend.quoted_title("via"),
                                               F.lit(", which you chose"))))
+    ease_rows = (top.where(F.col("source") == "ease").join(titles, "via", "left")
+                 .withColumn("reason", F.concat(F.lit("Because you chose "), recommend.quoted_title("via"))))
     friends = (top.where(F.col("source") == "friends")
                .join(f.friends_on_item.select("user_id", "item_id", "n_friends"), ["user_id", "item_id"], "left")
                .withColumn("reason", F.concat(
@@ -262,7 +215,7 @@ def with_reasons(top: DataFrame, f: ex.Features, user_profiles: DataFrame, items
                 .withColumn("reason", F.coalesce("reason", F.lit("People with tastes like yours chose it"))))
     cols = [*top.columns, "reason"]
     out = content.select(*cols)
-    for part in (friends, category, als_rows):
+    for part in (ease_rows, friends, category, als_rows):
         out = out.unionByName(part.select(*cols))
     return out
 
@@ -278,15 +231,16 @@ class Ranked:
 
 def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, items: DataFrame,
                    user_profiles: DataFrame, user_factors: DataFrame, item_factors: DataFrame,
-                   item_embeddings: DataFrame | None, neighbors: DataFrame | None, social: DataFrame | None,
-                   settings: Settings, key: bytes, model: Champion, ds: str) -> Ranked:
-    """The ranked recommendations of ``users`` (active users) for ``ds``; see the module doc."""
+                   ease_model: EaseModel | None, item_embeddings: DataFrame | None, neighbors: DataFrame | None,
+                   social: DataFrame | None, settings: Settings, key: bytes, model: Champion, ds: str) -> Ranked:
+    """The ranked recommendations of ``users`` (active users) for ``ds``; see the module doc. ``model`` may be
+    any logged ranker pyfunc (the evaluation ranks with one it has not registered)."""
     conf = settings.recommend
-    f = ex.features_from(spark, events, user_profiles, user_factors, item_factors, items, item_embeddings, social,
-                         settings, key)
-    cands = candidates(f, users, user_profiles, neighbors, conf).localCheckpoint()
+    f = features.features_from(spark, events, user_profiles, user_factors, item_factors, ease_model, items,
+                               item_embeddings, social, settings, key)
+    cands = candidates.generate(spark, f, users, neighbors, conf).localCheckpoint()
     counts = {r["s"]: r["count"] for r in cands.select(F.explode("sources").alias("s")).groupBy("s").count().collect()}
-    rows = ex.assemble(cands, f, settings.ranker.recent_items, conf.als_candidates)
+    rows = features.assemble(cands, f, settings.ranker.recent_items, conf.als_candidates, conf.ease_candidates)
     archive = ship_model(spark, model.uri, os.path.join(settings.scratch_dir, "champion"))
     scored = score(rows.select("user_id", "item_id", "sources", "source", "via", "dense", "recent_items"), archive)
     if item_embeddings is not None:

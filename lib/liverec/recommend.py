@@ -1,14 +1,17 @@
-"""Nightly top-N per active user: ALS where the user has factors (with slots for cold items close to the
-user's content vector), content similarity for users ALS does not know yet, popularity in the user's
-favourite categories (or overall) for the rest; seen items never come back; every row says why."""
+"""The baseline chain of the nightly job, used when no champion ranker beats the baselines (and for the users a
+ranker cannot rank): the chosen baseline (EASE or ALS) where it has a list for the user (ALS lists may give
+``content_slots`` of the last places to cold items close to the user's content vector), ALS for users EASE
+cannot score, content similarity for users neither knows, popularity in the user's favourite categories (or
+overall) for the rest; seen items never come back; every row says why."""
 
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from liverec import embeddings, vectors
+from liverec import candidates, embeddings, vectors
 from liverec.config import RecommendSettings
+from liverec.ease import EaseModel
 
 
 def active_users(events: DataFrame, active_days: int) -> DataFrame:
@@ -128,35 +131,56 @@ def _with_reasons(recs: DataFrame, profiles: DataFrame, vecs: DataFrame, items: 
             .withColumn("model_version", F.lit(version)))
 
 
+def ease_recommendations(users: DataFrame, seen: DataFrame, items: DataFrame, model: EaseModel, n: int,
+                         run_id: str | None, version: str) -> DataFrame:
+    """gold.recommendations columns (without ds) from EASE's top ``n`` of ``users``: the reason names the history
+    item that adds most to the item's score."""
+    spark = users.sparkSession
+    lists = candidates.ease_lists(spark, model, seen, users, n)
+    titled = lists.join(items.select(F.col("item_id").alias("via"), "title"), "via", "left")
+    return titled.select("user_id", "rank", "item_id", "score",
+                         F.concat(F.lit("Because you chose "), quoted_title("via")).alias("reason"),
+                         F.lit("ease").alias("source"), F.lit(run_id).cast("string").alias("model_run_id"),
+                         F.lit(version).alias("model_version"))
+
+
 def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_factors: DataFrame | None,
             item_factors: DataFrame | None, model_run_id: str | None, conf: RecommendSettings, ds: str,
             item_embeddings: DataFrame | None = None, content_version: str = "content",
-            users: DataFrame | None = None, als_version_note: str = "") -> DataFrame:
+            users: DataFrame | None = None, als_version_note: str = "", ease_model: EaseModel | None = None,
+            ease_run_id: str | None = None, baseline: str = "als") -> DataFrame:
     """gold.recommendations rows for one ds.
 
-    Users with ALS factors: ALS, with up to ``content_slots`` of the last places given to cold items close to
-    their content vector. Users without factors but with a content vector (new users): content similarity.
-    Everyone else: popularity in their categories, then overall. item_embeddings: (item_id, embedding).
-    ``users`` (user_id) replaces the active users (the ranked job passes those it could not rank);
-    ``als_version_note`` is appended to the ALS rows' model_version (e.g. why no ranker ranked them).
+    ``baseline`` ``ease`` (with ``ease_model``): EASE's top N for the users it can score. Then, users with ALS
+    factors: ALS, with up to ``content_slots`` of the last places given to cold items close to their content
+    vector. Users without factors but with a content vector (new users): content similarity. Everyone else:
+    popularity in their categories, then overall. item_embeddings: (item_id, embedding). ``users`` (user_id)
+    replaces the active users (the ranked job passes those it could not rank); ``als_version_note`` is appended
+    to the ALS and EASE rows' model_version (e.g. why no ranker ranked them).
     """
     users = (active_users(events, conf.active_days) if users is None else users.select("user_id").distinct()).cache()
     seen = seen_items(events).join(users, "user_id").cache()
     n, history = conf.top_n, conf.reason_history_items
     parts = []
     covered = users.limit(0)
+    if baseline == "ease" and ease_model is not None:
+        ease_rows = ease_recommendations(users, seen, items, ease_model, n, ease_run_id,
+                                         f"ease:{ease_run_id}{als_version_note}").cache()
+        parts.append(ease_rows)
+        covered = ease_rows.select("user_id").distinct()
     emb_vecs = None
     if item_embeddings is not None:
         item_embeddings = item_embeddings.select("item_id", "embedding").where(F.col("embedding").isNotNull())
         emb_vecs = item_embeddings.select("item_id", F.col("embedding").alias("features"))
     if user_factors is not None and item_factors is not None:
-        recs = als_recommendations(users, user_factors, item_factors, seen, n).cache()
-        covered = recs.select("user_id").distinct()
+        als_users = users.join(covered, "user_id", "left_anti")
+        recs = als_recommendations(als_users, user_factors, item_factors, seen, n).cache()
+        covered = covered.unionByName(recs.select("user_id").distinct())
         if item_embeddings is not None and conf.content_slots > 0:
             cold = cold_items(item_embeddings, events, conf.cold_item_max_users)
             listed = seen.unionByName(recs.select("user_id", "item_id"))  # a slot never repeats an ALS pick
-            slots = content_recommendations(covered, profiles, cold, listed, min(conf.content_slots, n),
-                                            conf.content_min_similarity)
+            slots = content_recommendations(recs.select("user_id").distinct(), profiles, cold, listed,
+                                            min(conf.content_slots, n), conf.content_min_similarity)
             taken = slots.groupBy("user_id").agg(F.count("*").alias("m"))
             recs = (recs.join(taken, "user_id", "left")
                     .where(F.col("rank") <= n - F.coalesce(F.col("m"), F.lit(0))).drop("m"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DoubleType,
     FloatType,
     IntegerType,
@@ -108,15 +109,24 @@ ITEM_FACTORS = StructType([
     _s("ds", False),
 ])
 
+EASE_WEIGHTS = StructType([  # the EASE model of a ds: row i of B (lib/liverec/ease.py), one row per item
+    _s("item_id", False),
+    StructField("item_idx", IntegerType(), False),  # the row's (and column's) position in B, valid within this ds
+    StructField("weights", ArrayType(FloatType()), False),  # B[item_idx, :]: how much the item adds to each item
+    StructField("reg_lambda", DoubleType(), False),
+    _s("model_run_id", False),  # MLflow run of the fit
+    _s("ds", False),
+])
+
 RECOMMENDATIONS = StructType([
     _s("user_id", False),
     StructField("rank", IntegerType(), False),  # 1 = best
     _s("item_id", False),
     StructField("score", DoubleType(), False),
     _s("reason", False),  # human-readable: why this item
-    _s("source", False),  # als | content | popular_category | popular
+    _s("source", False),  # ease | als | content | friends | popular_category | popular: what led to the item
     _s("model_run_id"),  # MLflow run that produced the model behind the score (null for popularity)
-    _s("model_version", False),  # e.g. als:<run id>, or popularity:<ds>
+    _s("model_version", False),  # ranker:<name>/<version>, ease:<run id>, als:<run id>, content:..., popularity:<ds>
     _s("ds", False),
 ])
 
@@ -141,13 +151,20 @@ ITEM_NEIGHBORS = StructType([
 RANKER_EXAMPLES = StructType([
     _s("user_id", False),
     _s("item_id", False),
-    StructField("label", DoubleType(), False),  # 1 = the user interacted with the item in the label window
+    StructField("label", DoubleType(), False),  # 1 = a held-out pair of the user (ranker.label_split)
     _s("split", False),  # train | valid (by a hash of the user id)
+    StructField("n_labels", IntegerType(), False),  # the user's held-out pairs, candidates or not
+    # positives and ranker.negatives_per_user drawn negatives: what training and the per-epoch validation read
+    # (a validation user also keeps the other candidates, for the promotion gate's top N)
+    StructField("sampled", BooleanType(), False),
+    StructField("sources", ArrayType(StringType()), False),  # the candidate sources that found the item
+    StructField("als_rank", IntegerType(), True),  # rank in the user's ALS list (null beyond it)
+    StructField("ease_rank", IntegerType(), True),  # rank in the user's EASE list (null beyond it)
     StructField("dense", ArrayType(FloatType()), False),  # liverec.ranker.examples.DENSE_FEATURES, in order
-    StructField("recent_items", ArrayType(StringType()), True),  # the user's last items before the cut-off
+    StructField("recent_items", ArrayType(StringType()), True),  # the user's last items of the history
     StructField("item_idx", IntegerType(), False),  # in gold.ranker_items of the same ds (0 = unknown)
     StructField("recent_idx", ArrayType(IntegerType()), True),
-    StructField("cutoff_ts", TimestampType(), False),  # features use events up to here, labels after it
+    StructField("cutoff_ts", TimestampType(), False),  # the history's newest event (random) or the time cut
     _s("ds", False),
 ])
 
@@ -180,6 +197,7 @@ SCHEMAS: dict[str, StructType] = {
     tables.USER_PROFILES: USER_PROFILES,
     tables.USER_FACTORS: USER_FACTORS,
     tables.ITEM_FACTORS: ITEM_FACTORS,
+    tables.EASE_WEIGHTS: EASE_WEIGHTS,
     tables.RECOMMENDATIONS: RECOMMENDATIONS,
     tables.ITEM_EMBEDDINGS: ITEM_EMBEDDINGS,
     tables.ITEM_NEIGHBORS: ITEM_NEIGHBORS,

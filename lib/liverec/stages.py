@@ -369,12 +369,88 @@ def run_train_als(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
             "user_factors_version": v_users, "item_factors_version": v_items}
 
 
+# --------------------------------------------------------------------------- EASE
+
+def run_train_ease(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import time
+
+    import mlflow
+
+    from liverec import ease
+
+    spark, settings, progress, conf = ctx.spark, ctx.settings, ctx.progress, ctx.settings.ease
+    _require_silver(ctx)
+    partition = {"ds": ctx.ds}
+    mlflow.log_params({f"ease.{k}": v for k, v in dataclasses.asdict(conf).items()})
+    if not conf.enabled:
+        progress.info("ease.enabled is false: no EASE model (an empty gold.ease_weights partition for this ds)")
+        v = lakehouse.overwrite_partition(spark, settings, tables.EASE_WEIGHTS, _empty_ease(spark), partition)
+        return {"skipped": True, "ease_weights_version": v}
+    events = catalog.events_until(spark, settings, ctx.ds, settings.als.window_days)
+    pairs = als.strengths(events, settings.als, settings.clean.event_weights).select("user_id", "item_id").cache()
+    started = time.monotonic()
+    try:
+        model, rows = ease.fit(pairs, conf.reg_lambda, conf.max_items)
+    except InputError as err:
+        if "ease.max_items" not in str(err):
+            raise
+        progress.info(f"EASE skipped: {err}")  # the pipeline goes on without it (ALS is the baseline)
+        v = lakehouse.overwrite_partition(spark, settings, tables.EASE_WEIGHTS, _empty_ease(spark), partition)
+        return {"skipped": True, "ease_weights_version": v}
+    rows.unpersist()
+    seconds = time.monotonic() - started
+    progress.step("fit", model.pairs, users=model.users, items=len(model.item_ids), seconds=round(seconds, 1),
+                  reg_lambda=conf.reg_lambda)
+    run_id = mlflow.active_run().info.run_id
+    out = ease.model_frame(spark, model).select("*", F.lit(conf.reg_lambda).alias("reg_lambda"),
+                                                F.lit(run_id).alias("model_run_id"), F.lit(ctx.ds).alias("ds"))
+    v = lakehouse.overwrite_partition(spark, settings, tables.EASE_WEIGHTS, out, partition)
+    progress.step("write gold.ease_weights", len(model.item_ids), version=v)
+    pairs.unpersist()
+    return {"pairs": model.pairs, "users": model.users, "items": len(model.item_ids), "fit_seconds": seconds,
+            "ease_weights_version": v}
+
+
+def _empty_ease(spark: SparkSession) -> DataFrame:
+    from liverec import schemas
+
+    return spark.createDataFrame([], schemas.EASE_WEIGHTS)
+
+
+def latest_ease(ctx: Context) -> tuple[Any, str | None, str | None]:
+    """(EaseModel or None, its ds, its MLflow run id) from gold.ease_weights' newest partition up to ds; an
+    empty partition (EASE skipped or off) is no model."""
+    from liverec import ease
+
+    rows, part_ds = _latest_partition(ctx, tables.EASE_WEIGHTS)
+    if rows is None:
+        return None, None, None
+    first = rows.select("model_run_id", "reg_lambda").first()
+    if first is None:
+        return None, part_ds, None
+    return ease.from_frame(rows, float(first["reg_lambda"])), part_ds, first["model_run_id"]
+
+
 # --------------------------------------------------------------------------- recommend
+
+def _factors(ctx: Context) -> tuple[DataFrame | None, DataFrame | None, str | None, str | None]:
+    """(user factors, item factors, their ds, ALS run id) of the newest gold.user_factors partition up to ds;
+    Nones when there is none or it is empty."""
+    uf, factor_ds = _latest_partition(ctx, tables.USER_FACTORS)
+    if uf is None:
+        return None, None, None, None
+    first = uf.select("model_run_id").first()
+    if first is None:  # an empty partition: no ALS model for this ds
+        return None, None, factor_ds, None
+    itf = lakehouse.read(ctx.spark, ctx.settings, tables.ITEM_FACTORS).where(F.col("ds") == factor_ds)
+    return uf, itf, factor_ds, first["model_run_id"]
+
 
 def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import mlflow
 
-    from liverec import ranking
+    from liverec import product, ranking
+    from liverec.ranker.registry import BEST_BASELINE_TAG
 
     spark, settings, progress, ds = ctx.spark, ctx.settings, ctx.progress, ctx.ds
     conf = settings.recommend
@@ -386,54 +462,45 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     if user_profiles is None:
         raise InputError(f"gold.user_profiles has no partition up to ds={ds}: run build_profiles first")
     items = catalog.latest_items(spark, settings, ds)
-    uf, factor_ds = _latest_partition(ctx, tables.USER_FACTORS)
-    itf = run_id = None
+    uf, itf, factor_ds, run_id = _factors(ctx)
     if uf is None:
-        progress.info("no ALS factors up to this ds: every user gets the content or popularity fallback")
-    if uf is not None:
-        itf = lakehouse.read(spark, settings, tables.ITEM_FACTORS).where(F.col("ds") == factor_ds)
-        first = uf.select("model_run_id").first()
-        if first is None:  # an empty partition: no ALS model for this ds
-            uf = itf = None
-            progress.info(f"gold.user_factors ds={factor_ds} is empty: every user gets the content or popularity "
-                          "fallback")
-        else:
-            run_id = first["model_run_id"]
-            mlflow.log_params({"als_factors_ds": factor_ds, "als_run_id": run_id})
+        progress.info("no ALS factors up to this ds: users get EASE, content or popularity without the ranker")
+    else:
+        mlflow.log_params({"als_factors_ds": factor_ds, "als_run_id": run_id})
+    ease_model, ease_ds, ease_run = latest_ease(ctx)
+    if ease_model is None:
+        progress.info("no EASE model up to this ds (run train_ease): no EASE candidates, ALS is the baseline")
     emb, emb_ds = latest_embeddings(ctx)
     if emb is None:
         progress.info("no gold.item_embeddings up to this ds: no content candidates (run embed_items)")
     neighbors, _ = _latest_partition(ctx, tables.ITEM_NEIGHBORS)
     champion = ranking.champion(settings.ranker.registered_model, settings.ranker.champion_alias)
-    progress.step("read inputs", None, profiles_ds=profile_ds, factors_ds=factor_ds, embeddings_ds=emb_ds,
-                  ranker=champion.tag if champion else None)
+    measured = ranking.registered_tag(settings.ranker.registered_model, BEST_BASELINE_TAG)
+    baseline = product.choose_baseline(conf.baseline, measured, ease_model)
+    progress.step("read inputs", None, profiles_ds=profile_ds, factors_ds=factor_ds, ease_ds=ease_ds,
+                  embeddings_ds=emb_ds, ranker=champion.tag if champion else None, baseline=baseline)
     mlflow.log_params({f"recommend.{k}": v for k, v in dataclasses.asdict(conf).items()})
     mlflow.log_params({"ranker_model_version": champion.tag if champion else "none",
-                       "ranker_run_id": champion.run_id if champion else None})
+                       "ranker_run_id": champion.run_id if champion else None, "baseline_used": baseline,
+                       "ease_ds": ease_ds})
 
-    users = recommend.active_users(events, conf.active_days).cache()
-    parts: list[DataFrame] = []
-    rest, note = users, ""
+    note = ""
     if champion is None:
         note = " (no champion ranker)"
-        progress.info(f"no {settings.ranker.registered_model}@{settings.ranker.champion_alias} in the registry: "
-                      "ALS, content and popularity rank without it, and the rows say so")
-    elif uf is None or itf is None:
+        progress.info(f"no {settings.ranker.registered_model}@{settings.ranker.champion_alias} in the registry (none "
+                      f"trained, or none beat the baselines): the {baseline} baseline ranks, and the rows say so")
+    elif uf is None:
         note = " (champion ranker needs ALS factors)"
         progress.info("the champion ranker needs ALS factors (run train_als): falling back without it")
-    else:
-        ranked = ranking.ranked_nightly(spark, events, users, items, user_profiles, uf, itf, emb, neighbors,
-                                        _social(ctx), settings, cleaning.id_key(settings), champion, ds)
-        progress.step("candidates", sum(ranked.candidates.values()),
-                      **{f"from_{k}": v for k, v in sorted(ranked.candidates.items())})
-        mlflow.log_params({f"candidates.{k}": v for k, v in ranked.candidates.items()})
-        parts.append(ranked.rows)
-        rest = users.join(ranked.users, "user_id", "left_anti")
-    version_tag = f"content:{settings.embeddings.model}@{emb_ds}"
-    parts.append(recommend.nightly(events, items, user_profiles, uf, itf, run_id, conf, ds, emb, version_tag,
-                                   users=rest, als_version_note=note))
-    recs = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
-    version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, recs, {"ds": ds})
+    users = recommend.active_users(events, conf.active_days).cache()
+    published = product.publish(spark, events, users, items, user_profiles, uf, itf, run_id, ease_model, ease_run,
+                                emb, neighbors, _social(ctx), settings, cleaning.id_key(settings), champion,
+                                baseline, ds, note, f"content:{settings.embeddings.model}@{emb_ds}")
+    if published.candidates:
+        progress.step("candidates", sum(published.candidates.values()),
+                      **{f"from_{k}": v for k, v in sorted(published.candidates.items())})
+        mlflow.log_params({f"candidates.{k}": v for k, v in published.candidates.items()})
+    version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, published.rows, {"ds": ds})
     written = lakehouse.read(spark, settings, tables.RECOMMENDATIONS, version).where(F.col("ds") == ds)
     by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
     ranked_rows = written.where(F.col("model_version").startswith("ranker:")).count()
@@ -443,7 +510,7 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     users.unpersist()
     events.unpersist()
     return {"rows": sum(by_source.values()), "users": n_users, "recommendations_version": version,
-            "ranked_rows": ranked_rows, "ranker": champion.tag if champion else None,
+            "ranked_rows": ranked_rows, "ranker": champion.tag if champion else None, "baseline": baseline,
             **{f"rows_{k}": v for k, v in by_source.items()}}
 
 
@@ -452,51 +519,48 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import mlflow
 
-    from liverec.ranker import examples as ex
+    from liverec import product, splits
 
     spark, settings, progress, conf, ds = ctx.spark, ctx.settings, ctx.progress, ctx.settings.ranker, ctx.ds
-    if conf.label_days <= 0 or conf.candidates <= 0 or conf.recent_items <= 0:
-        raise InputError("ranker.label_days, ranker.candidates and ranker.recent_items must be positive")
-    if not 0 < conf.validation_fraction < 1:
-        raise InputError(f"ranker.validation_fraction must be between 0 and 1, got {conf.validation_fraction}")
+    if conf.label_split not in splits.PROTOCOLS:
+        raise InputError(f"ranker.label_split must be one of {', '.join(splits.PROTOCOLS)}, got {conf.label_split!r}")
+    if not 0 < conf.label_fraction < 1 or not 0 < conf.validation_fraction < 1:
+        raise InputError(f"ranker.label_fraction and ranker.validation_fraction must be between 0 and 1, got "
+                         f"{conf.label_fraction} and {conf.validation_fraction}")
+    if conf.recent_items <= 0 or conf.negatives_per_user <= 0 or conf.negatives_per_positive <= 0:
+        raise InputError("ranker.recent_items, ranker.negatives_per_user and ranker.negatives_per_positive must be "
+                         "positive")
     events = _require_silver(ctx)
-    history, label, cutoff = ex.window_cut(events, conf.label_days)
-    history, label = history.cache(), label.cache()
-    n_hist, n_label = history.count(), label.count()
-    if n_hist == 0 or n_label == 0:
-        raise InputError(f"splitting at {conf.label_days} days before the newest event leaves {n_hist:,} history and "
-                         f"{n_label:,} label events: both must be non-empty (change ranker.label_days)")
-    progress.step("window cut", n_hist + n_label, history=n_hist, label=n_label, cutoff=str(cutoff))
     mlflow.log_params({f"ranker.{k}": v for k, v in dataclasses.asdict(conf).items()
-                       if k in ("label_days", "candidates", "hard_negatives", "random_negatives", "recent_items",
-                                "validation_fraction", "seed")})
-    mlflow.log_params({"cutoff_ts": str(cutoff), "input_version.silver.events":
-                       lakehouse.version(spark, settings, tables.SILVER_EVENTS)})
+                       if k in ("label_split", "label_fraction", "negatives_per_user", "negatives_per_positive",
+                                "recent_items", "validation_fraction", "seed")})
+    mlflow.log_params({"input_version.silver.events": lakehouse.version(spark, settings, tables.SILVER_EVENTS)})
     emb, emb_ds = latest_embeddings(ctx)
     if emb is None:
         progress.info("no gold.item_embeddings up to this ds: content features are 0 (run embed_items first)")
+    neighbors, _ = _latest_partition(ctx, tables.ITEM_NEIGHBORS)
     items = catalog.latest_items(spark, settings, ds)
-    feats = ex.history_features(spark, history, items, emb, _social(ctx), settings, cleaning.id_key(settings),
-                                tables.checkpoint_path(settings, "ranker-als", ds))
-    progress.step("history features", feats.users.count(), items=feats.items.count())
-    vocab = ex.vocabulary(feats).cache()
-    rows = ex.with_indices(ex.build_examples(feats, label, settings), vocab).withColumn(
-        "cutoff_ts", F.lit(cutoff)).withColumn("ds", F.lit(ds))
-    v_items = lakehouse.overwrite_partition(spark, settings, tables.RANKER_ITEMS, vocab.withColumn("ds", F.lit(ds)),
-                                            {"ds": ds})
+    made = product.make_examples(spark, events, items, emb, neighbors, _social(ctx), settings,
+                                 cleaning.id_key(settings), tables.checkpoint_path(settings, "ranker-history", ds))
+    progress.step("label split", made.history_events, held_out_pairs=made.held_pairs, split=conf.label_split,
+                  cutoff=str(made.cutoff), ease=made.ease_fitted)
+    progress.step("candidates", None, **{f"recall_{k}": round(v, 4) for k, v in made.recall.items()})
+    mlflow.log_metrics({f"candidate_recall.{k}": v for k, v in made.recall.items()})
+    v_items = lakehouse.overwrite_partition(spark, settings, tables.RANKER_ITEMS,
+                                            made.vocab.withColumn("ds", F.lit(ds)), {"ds": ds})
     n_vocab = _written_rows(spark, settings, tables.RANKER_ITEMS)
     progress.step("write gold.ranker_items", n_vocab, version=v_items)
-    v_ex = lakehouse.overwrite_partition(spark, settings, tables.RANKER_EXAMPLES, rows, {"ds": ds})
+    v_ex = lakehouse.overwrite_partition(spark, settings, tables.RANKER_EXAMPLES, made.rows.withColumn("ds", F.lit(ds)),
+                                         {"ds": ds})
     written = lakehouse.read(spark, settings, tables.RANKER_EXAMPLES, v_ex).where(F.col("ds") == ds)
     counts = {(r["split"], r["label"]): r["count"] for r in written.groupBy("split", "label").count().collect()}
     n_rows = sum(counts.values())
-    summary = {"examples": n_rows, "history_events": n_hist, "label_events": n_label, "items": n_vocab,
-               "ranker_examples_version": v_ex, "ranker_items_version": v_items, "embeddings_ds": emb_ds,
+    summary = {"examples": n_rows, "history_events": made.history_events, "held_out_pairs": made.held_pairs,
+               "items": n_vocab, "ranker_examples_version": v_ex, "ranker_items_version": v_items,
+               "embeddings_ds": emb_ds, **{f"candidate_recall_{k}": v for k, v in made.recall.items()},
                **{f"{sp}_{'positive' if lab else 'negative'}": n for (sp, lab), n in counts.items()}}
     progress.step("write gold.ranker_examples", n_rows, version=v_ex,
                   **{k: v for k, v in summary.items() if k.startswith(("train_", "valid_"))})
-    for df in (history, label, vocab):
-        df.unpersist()
     return summary
 
 
@@ -506,15 +570,22 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="register the new version only; promote_ranker decides (as the Airflow training DAG does)")
 
 
-def _promote(ctx: Context, version: str, new_ndcg: float, valid: Any) -> dict[str, Any]:
-    """The champion gate for ``version`` on the validation examples ``valid``; logged and tagged."""
+VALID_COLUMNS = ("user_id", "item_id", "label", "n_labels", "sampled", "als_rank", "ease_rank", "dense",
+                 "recent_items")
+
+
+def _promote(ctx: Context, version: str, valid: Any, scores: Any) -> dict[str, Any]:
+    """The champion gate for ``version`` (its ``scores`` of the validation rows ``valid``); logged and tagged."""
     import mlflow
 
     from liverec.ranker import registry
 
     conf = ctx.settings.ranker
-    decision = registry.promote(conf.registered_model, conf.champion_alias, str(version), new_ndcg, valid)
+    decision = registry.promote(conf.registered_model, conf.champion_alias, str(version), valid, scores,
+                                ctx.settings.recommend.top_n)
     mlflow.log_params({f"promotion.{k}": v for k, v in decision.items()})
+    mlflow.log_metrics({f"promotion.{k}": float(v) for k, v in decision.items()
+                        if isinstance(v, float) and k.endswith(f"_at_{ctx.settings.recommend.top_n}")})
     mlflow.MlflowClient().set_model_version_tag(conf.registered_model, str(version), "promotion", decision["reason"])
     ctx.progress.step("register", None, model=conf.registered_model, version=version,
                       promoted=decision["promoted"], reason=decision["reason"])
@@ -524,6 +595,7 @@ def _promote(ctx: Context, version: str, new_ndcg: float, valid: Any) -> dict[st
 def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import mlflow
 
+    from liverec.features import DENSE_FEATURES
     from liverec.ranker import registry, train
 
     spark, settings, progress, conf, ds = ctx.spark, ctx.settings, ctx.progress, ctx.settings.ranker, ctx.ds
@@ -532,15 +604,16 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"the number of processes must be positive, got {world}")
     ex_ds = lakehouse.latest_ds(spark, settings, tables.RANKER_EXAMPLES, ds)
     if ex_ds is None:
-        raise InputError(f"gold.ranker_examples has no partition up to ds={ds}: run build_ranker_examples first")
+        raise InputError(f"gold.ranker_examples has no partition up to ds={ds}: run build_ranker_examples first "
+                         "(it fails, naming the counts, when the data give no positive example)")
     rows = lakehouse.read(spark, settings, tables.RANKER_EXAMPLES).where(F.col("ds") == ex_ds)
     vocab = lakehouse.read(spark, settings, tables.RANKER_ITEMS).where(F.col("ds") == ex_ds).cache()
-    from liverec.ranker.examples import DENSE_FEATURES
-
+    missing = [c for c in VALID_COLUMNS if c not in rows.columns]
     width = rows.select(F.size("dense")).first()
-    if width is None or width[0] != len(DENSE_FEATURES):
-        raise InputError(f"gold.ranker_examples ds={ex_ds} has {width[0] if width else 0} dense features, this version "
-                         f"expects {len(DENSE_FEATURES)}: rerun build_ranker_examples for that ds")
+    if missing or width is None or width[0] != len(DENSE_FEATURES):
+        raise InputError(f"gold.ranker_examples ds={ex_ds} was built by another version (dense features: "
+                         f"{width[0] if width else 0}, expected {len(DENSE_FEATURES)}; missing columns: "
+                         f"{missing or 'none'}): rerun build_ranker_examples for that ds")
     factor = vocab.where(F.col("als_factor").isNotNull()).select(F.size("als_factor")).first()
     id_dim = int(factor[0]) if factor else settings.als.rank
     mlflow.log_params({f"ranker.{k}": v for k, v in dataclasses.asdict(conf).items()})
@@ -548,40 +621,25 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                        "input_version.gold.ranker_examples": lakehouse.version(spark, settings,
                                                                                 tables.RANKER_EXAMPLES)})
     result = train.fit(spark, rows, vocab, conf, id_dim, tables.petastorm_url(settings, ds), world)
-    for h in result.history:
-        mlflow.log_metrics({"loss": h["loss"], "val_ndcg_at_10": h["val_ndcg_at_10"],
-                            "examples_per_s": h["examples_per_s"]}, step=int(h["epoch"]))
-    mlflow.log_metrics({"best_val_ndcg_at_10": result.best_ndcg, "best_epoch": result.best_epoch,
-                        "train_examples_per_s": result.examples_per_s})
+    train.log_history(result)
     progress.step("train", result.train_examples, processes=world, device=result.device, epochs=len(result.history),
                   best_epoch=result.best_epoch, best_val_ndcg=round(result.best_ndcg, 4),
-                  examples_per_s=round(result.examples_per_s, 1))
+                  lists_per_s=round(result.examples_per_s, 1))
 
     # the model as a pyfunc: check it scores the validation set as the training loop did, then register
-    valid = rows.where(F.col("split") == "valid").select("user_id", "item_id", "label", "dense", "recent_items") \
-        .toPandas()
-    ids = vocab.select("item_id", "item_idx").toPandas()  # the model's vocabulary, through Arrow
-    vocab_map = dict(zip(ids["item_id"], ids["item_idx"].astype(int).tolist(), strict=True))
-    example = registry.pyfunc_frame(valid.head(5))
-    info = registry.log_model(result.shape, result.state, vocab_map, conf.recent_items, example)
-    pyfunc = mlflow.pyfunc.load_model(info.model_uri)
-    pyfunc_ndcg = registry.validation_ndcg(lambda f: pyfunc.predict(f)["score"].to_numpy(), valid)
-    final = registry.pyfunc_frame(valid.head(50))
-    mlflow.log_dict({"input": final.to_dict(orient="list"),
-                     "scores": pyfunc.predict(final)["score"].tolist()}, "final_scores.json")
-    mlflow.log_metric("pyfunc_val_ndcg_at_10", pyfunc_ndcg)
+    valid = rows.where(F.col("split") == "valid").select(*VALID_COLUMNS).toPandas()
+    info, pyfunc, scores = registry.log_and_check(result, vocab, conf.recent_items, valid)
     version = mlflow.register_model(info.model_uri, conf.registered_model).version
     if getattr(args, "no_promote", False):
         decision = {"promoted": False, "reason": "left to promote_ranker (--no-promote)"}
         progress.step("register", None, model=conf.registered_model, version=version, promoted=False,
                       reason=decision["reason"])
     else:
-        decision = _promote(ctx, str(version), pyfunc_ndcg, valid)
+        decision = _promote(ctx, str(version), valid, scores)
     vocab.unpersist()
-    return {"version": version, "best_val_ndcg_at_10": result.best_ndcg, "pyfunc_val_ndcg_at_10": pyfunc_ndcg,
-            "epochs": len(result.history), "train_examples_per_s": result.examples_per_s,
-            "train_examples": result.train_examples, "valid_examples": result.valid_examples, **{
-                f"promotion_{k}": v for k, v in decision.items()}}
+    return {"version": version, "best_val_ndcg_at_10": result.best_ndcg, "epochs": len(result.history),
+            "train_examples_per_s": result.examples_per_s, "train_lists": result.train_examples,
+            "valid_examples": result.valid_examples, **{f"promotion_{k}": v for k, v in decision.items()}}
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
@@ -606,18 +664,21 @@ def run_promote_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
                              f"{max(int(v.version) for v in versions)})")
         mv = found[0]
     run = client.get_run(mv.run_id)
-    ex_ds, new_ndcg = run.data.params.get("examples_ds"), run.data.metrics.get("pyfunc_val_ndcg_at_10")
-    if ex_ds is None or new_ndcg is None:
+    ex_ds = run.data.params.get("examples_ds")
+    if ex_ds is None:
         raise InputError(f"{conf.registered_model} v{mv.version} was not logged by train_ranker (its run "
-                         f"{mv.run_id} lacks examples_ds / pyfunc_val_ndcg_at_10)")
-    ctx.progress.step("candidate", None, version=mv.version, examples_ds=ex_ds, val_ndcg=round(new_ndcg, 4))
+                         f"{mv.run_id} lacks examples_ds)")
+    ctx.progress.step("candidate", None, version=mv.version, examples_ds=ex_ds)
     valid = (lakehouse.read(spark, settings, tables.RANKER_EXAMPLES)
-             .where((F.col("ds") == ex_ds) & (F.col("split") == "valid"))
-             .select("user_id", "item_id", "label", "dense", "recent_items").toPandas())
+             .where((F.col("ds") == ex_ds) & (F.col("split") == "valid")).select(*VALID_COLUMNS).toPandas())
     if valid.empty:
         raise InputError(f"gold.ranker_examples ds={ex_ds} has no validation rows to judge v{mv.version} on")
+    from liverec.ranker.registry import pyfunc_frame
+
+    model = mlflow.pyfunc.load_model(f"models:/{conf.registered_model}/{mv.version}")
+    scores = model.predict(pyfunc_frame(valid))["score"].to_numpy()
     mlflow.log_params({"candidate_version": mv.version, "candidate_run_id": mv.run_id, "examples_ds": ex_ds})
-    decision = _promote(ctx, str(mv.version), float(new_ndcg), valid)
+    decision = _promote(ctx, str(mv.version), valid, scores)
     return {f"promotion_{k}": v for k, v in decision.items()}
 
 
@@ -649,10 +710,11 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     emb, emb_ds = latest_embeddings(ctx)
     neighbors, _ = _latest_partition(ctx, tables.ITEM_NEIGHBORS)
     items = catalog.latest_items(spark, settings, ds)
+    ease_model, _, _ = latest_ease(ctx)
     arrays, meta = online.build_bundle(
         spark, events, items, found[tables.USER_PROFILES][0], found[tables.USER_FACTORS][0],
-        found[tables.ITEM_FACTORS][0], emb, neighbors, _social(ctx), found[tables.RECOMMENDATIONS][0], settings,
-        cleaning.id_key(settings), ds)
+        found[tables.ITEM_FACTORS][0], ease_model, emb, neighbors, _social(ctx), found[tables.RECOMMENDATIONS][0],
+        settings, cleaning.id_key(settings), ds)
     meta.update(ranker_version=champion.tag, inputs={t: d for t, (_, d) in found.items()} | {"embeddings": emb_ds})
     size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
     progress.step("bundle", len(meta["item_ids"]), users=len(meta["user_ids"]), seen_pairs=len(arrays["seen_idx"]),
@@ -701,17 +763,29 @@ def run_evaluate(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     if k <= 0:
         raise InputError(f"--k must be positive, got {k}")
     split = getattr(args, "split", None) or "both"
-    splits = ["random", "temporal"] if split == "both" else [split]
+    names = list(evaluation.SPLITS) if split == "both" else [split]
     progress.step("read silver.events", n_events)
     checkpoints = tables.checkpoint_path(settings, "eval", ctx.ds)
-    results = []
-    for name in splits:
-        results += evaluation.run(spark, settings, events, [name], k, checkpoints)
-        r = results[-1]
+    inputs = None
+    if settings.evaluate.product:
+        emb, _ = latest_embeddings(ctx)
+        neighbors, _ = _latest_partition(ctx, tables.ITEM_NEIGHBORS)
+        inputs = evaluation.ProductInputs(catalog.latest_items(spark, settings, ctx.ds), emb, neighbors, _social(ctx),
+                                          cleaning.id_key(settings), ctx.ds, settings.scratch_dir)
+    else:
+        progress.info("evaluate.product is false: the published product is not evaluated, baselines only")
+    results, lists = [], None
+    for name in names:
+        (r, found), = evaluation.run(spark, settings, events, [name], k, checkpoints, inputs)
+        results.append(r)
+        lists = found if lists is None else lists.unionByName(found)
         progress.step(f"{name} split", r.test_pairs, users=r.test_users,
                       **{f"{m}_ndcg@{k}": round(v["ndcg"], 4) for m, v in r.results.items()})
+        if "product" in r.notes:
+            progress.info(f"  product: the ranker {r.notes['product'].get('ranker')}")
     folder = Path(settings.evaluate.report_dir) / ctx.ds
     paths = evaluation.write_report(results, k, folder, f"liverec evaluation, ds {ctx.ds}")
+    lists.coalesce(1).write.mode("overwrite").partitionBy("split", "model").parquet(str(folder / "lists"))
     summary: dict[str, Any] = {"report": str(paths["markdown"])}
     for r in results:
         for model, m in r.results.items():
@@ -722,7 +796,7 @@ def run_evaluate(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(paths["json"].read_text())
-    progress.info(f"report: {paths['markdown']}")
+    progress.info(f"report: {paths['markdown']} (lists and test pairs: {folder / 'lists'})")
     events.unpersist()
     return summary
 
@@ -778,23 +852,25 @@ STAGES: dict[str, Stage] = {
         Stage("build_profiles", "silver.events (+ items, social) -> gold.user_profiles", _no_args, run_profiles),
         Stage("train_als", "implicit ALS -> gold.user_factors, gold.item_factors, logged to MLflow", _no_args,
               run_train_als),
-        Stage("build_ranker_examples", "labelled examples with leak-free features -> gold.ranker_examples",
-              _no_args, run_build_ranker_examples),
+        Stage("train_ease", "EASE item-item model (Gram matrix in Spark, closed form) -> gold.ease_weights",
+              _no_args, run_train_ease),
+        Stage("build_ranker_examples", "held-out labels, leak-free features and the candidate union -> "
+              "gold.ranker_examples", _no_args, run_build_ranker_examples),
         Stage("train_ranker", "Petastorm + TorchDistributor DDP training, MLflow registry and promotion gate",
               _train_args, run_train_ranker),
-        Stage("promote_ranker", "champion gate: move the alias to a version that beats the champion", _promote_args,
-              run_promote_ranker),
-        Stage("recommend_nightly", "candidates -> champion ranker -> MMR -> top N per active user -> "
-              "gold.recommendations (partition ds)", _no_args,
-              run_recommend),
+        Stage("promote_ranker", "champion gate: move the alias to a version that beats the baselines and the "
+              "champion", _promote_args, run_promote_ranker),
+        Stage("recommend_nightly", "candidates -> champion ranker (or the best baseline) -> MMR -> top N per "
+              "active user -> gold.recommendations (partition ds)", _no_args, run_recommend),
         Stage("publish_online", "gold tables + champion ranker -> the liverec-online pyfunc, registered with "
               "the online alias (serve it with `liverec serve`)", _no_args, run_publish_online),
-        Stage("evaluate", "hold-out evaluation of popularity and ALS -> Markdown report, plot, MLflow",
+        Stage("evaluate", "hold-out evaluation of the published product beside popularity, ALS and EASE -> "
+              "Markdown report, plot, MLflow",
               _evaluate_args, run_evaluate),
         Stage("stream_events", "Structured Streaming: new landing files -> silver.events / quarantine + "
               "gold.user_recent (MERGE per micro-batch); not part of the pipeline", _stream_args, run_stream_events),
     )
 }
 # the order `liverec pipeline` runs them in
-PIPELINE = ("ingest", "clean", "embed_items", "build_profiles", "train_als", "build_ranker_examples", "train_ranker",
-            "recommend_nightly", "publish_online", "evaluate")
+PIPELINE = ("ingest", "clean", "embed_items", "build_profiles", "train_als", "train_ease", "build_ranker_examples",
+            "train_ranker", "recommend_nightly", "publish_online", "evaluate")

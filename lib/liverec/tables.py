@@ -14,6 +14,7 @@ SILVER_QUARANTINE = "silver.quarantine"
 USER_PROFILES = "gold.user_profiles"
 USER_FACTORS = "gold.user_factors"
 ITEM_FACTORS = "gold.item_factors"
+EASE_WEIGHTS = "gold.ease_weights"
 RECOMMENDATIONS = "gold.recommendations"
 ITEM_EMBEDDINGS = "gold.item_embeddings"
 ITEM_NEIGHBORS = "gold.item_neighbors"
@@ -22,7 +23,7 @@ RANKER_ITEMS = "gold.ranker_items"
 USER_RECENT = "gold.user_recent"
 
 ALL_TABLES = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_SOCIAL, SILVER_EVENTS, SILVER_QUARANTINE, USER_PROFILES,
-              USER_FACTORS, ITEM_FACTORS, RECOMMENDATIONS, ITEM_EMBEDDINGS, ITEM_NEIGHBORS,
+              USER_FACTORS, ITEM_FACTORS, EASE_WEIGHTS, RECOMMENDATIONS, ITEM_EMBEDDINGS, ITEM_NEIGHBORS,
               RANKER_EXAMPLES, RANKER_ITEMS, USER_RECENT)
 
 # partition columns per table
@@ -35,6 +36,7 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     USER_PROFILES: ("ds",),
     USER_FACTORS: ("ds",),
     ITEM_FACTORS: ("ds",),
+    EASE_WEIGHTS: ("ds",),
     RECOMMENDATIONS: ("ds",),
     ITEM_EMBEDDINGS: ("ds",),
     ITEM_NEIGHBORS: ("ds",),

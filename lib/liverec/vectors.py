@@ -1,6 +1,6 @@
 """Vector arithmetic over DataFrames: top-K by dot product (blocked matrix products in the executors)
 and cosine similarity as a Spark expression. ALS scoring, content neighbours and content candidates
-all go through here."""
+all go through here; EASE (``ease.py``) shares the top-K selection."""
 
 from __future__ import annotations
 
@@ -13,6 +13,41 @@ from pyspark.sql import functions as F
 
 # rows scored per matrix product inside a task: bounds memory at chunk x n_keys floats
 SCORE_CHUNK = 512
+# what top_k returns: per user the best items, their scores, and the mean / standard deviation of the user's
+# scores over every item it could be given (its unseen items), which turn a score into a per-user z-score
+TOP_K_SCHEMA = "user_idx int, items array<int>, scores array<double>, score_mean double, score_std double"
+
+
+def mask_seen(scores: np.ndarray, seen: pd.Series) -> None:
+    """Set each row's seen items (an array of column indices per row, or None) to -inf, in place."""
+    for row, seen_items in enumerate(seen):
+        if seen_items is not None and len(seen_items):
+            idx = np.asarray(seen_items, dtype=np.int64)
+            scores[row, idx[(idx >= 0) & (idx < scores.shape[1])]] = -np.inf
+
+
+def best_of(scores: np.ndarray, k: int) -> tuple[list[list[int]], list[list[float]], np.ndarray, np.ndarray]:
+    """Per row of ``scores`` (-inf = not allowed): the ``k`` best columns, best first (ties: lower index), their
+    scores, and the mean and standard deviation of the row's finite scores (0 and 1 without any)."""
+    finite = np.isfinite(scores)
+    count = finite.sum(axis=1)
+    safe = np.where(finite, scores, 0.0).astype(np.float64)
+    mean = safe.sum(axis=1) / np.maximum(count, 1)
+    var = (np.where(finite, (safe - mean[:, None]) ** 2, 0.0)).sum(axis=1) / np.maximum(count, 1)
+    std = np.where(var > 0, np.sqrt(var), 1.0)
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return [[] for _ in scores], [[] for _ in scores], mean, std
+    top = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+        np.tile(np.arange(scores.shape[1]), (len(scores), 1))
+    out_items, out_scores = [], []
+    for row in range(len(scores)):
+        cand = top[row]
+        cand = cand[np.lexsort((cand, -scores[row, cand]))]
+        cand = cand[np.isfinite(scores[row, cand])]
+        out_items.append(cand.astype(np.int32).tolist())
+        out_scores.append(scores[row, cand].astype(np.float64).tolist())
+    return out_items, out_scores, mean, std
 
 
 def top_k(user_vectors: DataFrame, item_vectors: DataFrame, seen: DataFrame | None, n: int) -> DataFrame:
@@ -20,14 +55,14 @@ def top_k(user_vectors: DataFrame, item_vectors: DataFrame, seen: DataFrame | No
 
     user_vectors: (user_idx, features); item_vectors: (item_idx, features), small enough to broadcast
     (27k items x rank 64 is 7 MB); seen: (user_idx, seen array<int>). Scoring runs in the executors,
-    a chunk of users at a time, as one matrix product each. Returns (user_idx, items array<int>,
-    scores array<double>), best first.
+    a chunk of users at a time, as one matrix product each. Returns TOP_K_SCHEMA rows: (user_idx, items,
+    scores best first, score_mean, score_std over the user's unseen items).
     """
     spark = user_vectors.sparkSession
     # the model-sized factor matrix (not a table of events) comes to the driver once, through Arrow
     pdf = item_vectors.select("item_idx", "features").toPandas()
     if pdf.empty:
-        return spark.createDataFrame([], "user_idx int, items array<int>, scores array<double>")
+        return spark.createDataFrame([], TOP_K_SCHEMA)
     idx = pdf["item_idx"].to_numpy(dtype=np.int64)
     vectors = np.stack(pdf["features"].to_numpy()).astype(np.float32)
     matrix = np.zeros((int(idx.max()) + 1, vectors.shape[1]), dtype=np.float32)
@@ -44,34 +79,27 @@ def top_k(user_vectors: DataFrame, item_vectors: DataFrame, seen: DataFrame | No
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         items, valid = shared.value
-        k = min(n, int(valid.sum()))
         for pdf in batches:
             for start in range(0, len(pdf), SCORE_CHUNK):
                 part = pdf.iloc[start:start + SCORE_CHUNK]
                 u = np.stack(part["features"].to_numpy()).astype(np.float32)
                 scores = u @ items.T
                 scores[:, ~valid] = -np.inf
-                for row, seen_items in enumerate(part["seen"]):
-                    if seen_items is not None and len(seen_items):
-                        idx = np.asarray(seen_items, dtype=np.int64)
-                        scores[row, idx[idx < scores.shape[1]]] = -np.inf
-                top = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k] if k else \
-                    np.empty((len(part), 0), dtype=np.int64)
-                out_items, out_scores = [], []
-                for row in range(len(part)):
-                    cand = top[row]
-                    cand = cand[np.argsort(-scores[row, cand], kind="stable")]
-                    cand = cand[np.isfinite(scores[row, cand])]
-                    out_items.append(cand.astype(np.int32).tolist())
-                    out_scores.append(scores[row, cand].astype(np.float64).tolist())
+                mask_seen(scores, part["seen"])
+                out_items, out_scores, mean, std = best_of(scores, n)
                 yield pd.DataFrame({"user_idx": part["user_idx"].to_numpy(), "items": out_items,
-                                    "scores": out_scores})
+                                    "scores": out_scores, "score_mean": mean, "score_std": std})
 
-    return users.mapInPandas(score, "user_idx int, items array<int>, scores array<double>")
+    return users.mapInPandas(score, TOP_K_SCHEMA)
 
 
 def _dot(a: Column | str, b: Column | str) -> Column:
     return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
+
+
+def dot(a: Column | str, b: Column | str) -> Column:
+    """Dot product of two array<float> columns (null when either is null)."""
+    return _dot(a, b)
 
 
 def cosine(a: Column | str, b: Column | str) -> Column:

@@ -76,24 +76,34 @@ class Ranker(nn.Module):
     def item_repr(self, idx: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.item_id(idx), self.text_proj(self.text_table[idx])], dim=-1)
 
-    def forward(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """item_idx (B,), recent_idx (B, L) with 0 as padding, dense (B, n_dense) -> logits (B,)."""
+    def forward(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor, lists: bool = False
+                ) -> torch.Tensor:
+        """item_idx (B,), recent_idx (B, L) with 0 as padding, dense (B, n_dense) -> logits (B,); with
+        ``lists``, ``forward_lists`` (through here, so DistributedDataParallel sees the call)."""
+        if lists:
+            return self.forward_lists(item_idx, recent_idx, dense)
         return self._score(self.item_repr(item_idx), self.item_repr(recent_idx), recent_idx > 0, dense)
 
-    def forward_shared(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """``forward`` for B candidates of one user: recent_idx (L,) is the same for every row, so its item
-        representations are computed once (the online scorer's path)."""
-        target, hist = self.item_repr(item_idx), self.item_repr(recent_idx)  # (B, D), (L, D)
-        # the attention's first layer on [h, t, h - t, h * t] is W1 h + W2 t + W3 (h - t) + W4 (h * t): the h and
-        # t terms are computed once per recent item and once per candidate, only W4 (h * t) per pair
+    def forward_lists(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``forward`` for lists of candidates that share a user: item_idx (B, M), recent_idx (B, L) (one history
+        per list), dense (B, M, n_dense) -> logits (B, M). The history's item representations are computed once
+        per list, and the attention's first layer on [h, t, h - t, h * t] is split into W1 h + W2 t + W3 (h - t)
+        + W4 (h * t): the h and t terms once per recent item and once per candidate, only W4 (h * t) per pair
+        (training lists and the online scorer take this path; ``forward`` is the plain formulation)."""
+        target, hist = self.item_repr(item_idx), self.item_repr(recent_idx)  # (B, M, D), (B, L, D)
         first, rest = self.attention[0], self.attention[1:]
         w1, w2, w3, w4 = first.weight.split(hist.shape[-1], dim=1)
-        per_recent = hist @ (w1 + w3).T + first.bias  # (L, H)
-        per_target = target @ (w2 - w3).T  # (B, H)
-        pair = (target.unsqueeze(1) * hist.unsqueeze(0)) @ w4.T  # (B, L, H)
-        weights = rest(per_recent.unsqueeze(0) + per_target.unsqueeze(1) + pair).squeeze(-1)  # (B, L)
-        mask = (recent_idx > 0).unsqueeze(0).expand_as(weights)
+        per_recent = hist @ (w1 + w3).T + first.bias  # (B, L, H)
+        per_target = target @ (w2 - w3).T  # (B, M, H)
+        pair = (target.unsqueeze(2) * hist.unsqueeze(1)) @ w4.T  # (B, M, L, H)
+        weights = rest(per_recent.unsqueeze(1) + per_target.unsqueeze(2) + pair).squeeze(-1)  # (B, M, L)
+        mask = (recent_idx > 0).unsqueeze(1).expand_as(weights)
         return self._finish(target, hist, weights, mask, dense)
+
+    def forward_shared(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``forward`` for B candidates of one user: recent_idx (L,) is the same for every row (the online
+        scorer's path): one list of ``forward_lists``."""
+        return self.forward_lists(item_idx.unsqueeze(0), recent_idx.unsqueeze(0), dense.unsqueeze(0))[0]
 
     def _score(self, target: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor, dense: torch.Tensor
                ) -> torch.Tensor:
@@ -104,12 +114,13 @@ class Ranker(nn.Module):
 
     def _finish(self, target: torch.Tensor, hist: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor,
                 dense: torch.Tensor) -> torch.Tensor:
-        """Masked softmax of the attention weights (B, L), the interest vector over hist ((B, L, D), or (L, D)
-        shared by every row), cross + deep -> logits (B,)."""
+        """Masked softmax of the attention weights, the interest vector over hist, cross + deep -> logits.
+        Shapes: target (B, D), hist (B, L, D), weights and mask (B, L) -> (B,); or target (B, M, D), hist
+        (B, L, D) shared by a list, weights and mask (B, M, L) -> (B, M)."""
         weights = weights.masked_fill(~mask, float("-inf"))
         attn = torch.softmax(weights, dim=-1)
         attn = torch.nan_to_num(attn, nan=0.0)  # a user with no known recent item: no interest vector
-        interest = attn @ hist if hist.dim() == 2 else (attn.unsqueeze(-1) * hist).sum(dim=1)
+        interest = attn @ hist if target.dim() == 3 else (attn.unsqueeze(-1) * hist).sum(dim=1)
         x0 = torch.cat([target, interest, (dense - self.dense_mean) / self.dense_std], dim=-1)
         x = x0
         for w, b in zip(self.cross_w, self.cross_b, strict=True):

@@ -2,7 +2,10 @@
 TorchDistributor (gloo on CPU, NCCL on GPU).
 
 Each rank reads its own Petastorm shard and runs exactly ``steps_per_epoch`` steps per epoch (the same
-on every rank). After every epoch rank 0 scores the validation set, computes NDCG@10 per user and
+on every rank). A training row is a sampled-softmax list (``examples.training_lists``): one positive and
+``ranker.negatives_per_positive`` of the same user's candidates; the loss is the cross-entropy of the
+positive against its list, so the model learns to order a user's candidates, not to calibrate a click
+probability. After every epoch rank 0 scores the validation set, computes NDCG@10 per user and
 broadcasts whether to stop (early stopping with ``patience``); the best epoch's weights are returned.
 """
 
@@ -23,6 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from liverec.config import RankerSettings
+from liverec.features import DENSE_FEATURES
 from liverec.ranker import examples as ex
 from liverec.ranker import feed
 from liverec.ranker.model import Ranker, RankerShape, ndcg_at_k
@@ -37,9 +41,9 @@ class TrainResult:
     history: list[dict[str, float]]  # per epoch: loss, val_ndcg@10, seconds, examples_per_s
     best_epoch: int
     best_ndcg: float
-    examples_per_s: float  # training steps only, all ranks together
-    train_examples: int
-    valid_examples: int
+    examples_per_s: float  # training lists per second, training steps only, all ranks together
+    train_examples: int  # sampled-softmax lists (one per positive)
+    valid_examples: int  # validation rows (one per candidate)
     num_processes: int
     device: str
 
@@ -77,9 +81,18 @@ def dense_stats(train_rows: DataFrame, n_dense: int) -> tuple[np.ndarray, np.nda
 
 
 def _to_model_inputs(batch: dict, device: Any) -> tuple:
-
+    """One row per candidate (validation): item_idx (B,), recent_idx (B, L), dense (B, n_dense)."""
     return (batch["item_idx"].long().to(device), batch["recent_idx"].long().to(device),
             batch["dense"].float().to(device))
+
+
+def list_logits(model: Any, batch: dict, device: Any) -> Any:
+    """Logits (B, M) of a batch of sampled-softmax lists: item_idx (B, M) with the positive first, the user's
+    recent_idx (B, L), dense (B, M x n_dense) flattened row by row."""
+    items = batch["item_idx"].long().to(device)
+    b, m = items.shape
+    dense = batch["dense"].float().to(device).reshape(b, m, -1)
+    return model(items, batch["recent_idx"].long().to(device), dense, lists=True)
 
 
 def score_batches(model: Any, batches: Any, device: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,7 +135,6 @@ def train_worker(payload: dict) -> dict | None:
     model.to(device)
     ddp = DDP(model, device_ids=[local_rank] if use_gpu else None)
     opt = torch.optim.Adam(ddp.parameters(), lr=payload["lr"], weight_decay=payload["weight_decay"])
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     steps = payload["steps_per_epoch"]
     best, best_epoch, best_state, stale, history = -1.0, 0, None, 0, []
     stream = feed.batches(payload["train"], payload["batch_size"], rank, world, payload["seed"] + rank)
@@ -132,13 +144,15 @@ def train_worker(payload: dict) -> dict | None:
         started, total, n = time.monotonic(), 0.0, 0
         for _ in range(steps):
             batch = next(stream)
-            logits = ddp(*_to_model_inputs(batch, device))
-            loss = loss_fn(logits, batch["label"].float().to(device))
+            logits = list_logits(ddp, batch, device)
+            # sampled softmax: the positive (column 0) against the user's negatives of its list
+            loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long,
+                                                                         device=device))
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(batch["label"])
-            n += len(batch["label"])
+            total += float(loss.detach()) * len(logits)
+            n += len(logits)
         seconds = time.monotonic() - started
         totals = torch.tensor([total, float(n)], dtype=torch.float64, device=device)
         dist.all_reduce(totals)
@@ -184,16 +198,18 @@ def fit(spark: SparkSession, rows: DataFrame, vocab: DataFrame, conf: RankerSett
     from pyspark.ml.torch.distributor import TorchDistributor
 
     world = num_processes or conf.num_processes
-    train_rows = ex.training_rows(rows.where(F.col("split") == "train"), conf.recent_items).cache()
-    valid_rows = ex.training_rows(rows.where(F.col("split") == "valid"), conf.recent_items).cache()
+    train_part = rows.where(F.col("split") == "train")
+    train_rows = ex.training_lists(train_part, conf.recent_items, conf.negatives_per_positive, conf.seed).cache()
+    valid_rows = ex.validation_rows(rows.where((F.col("split") == "valid") & F.col("sampled")),
+                                    conf.recent_items).cache()
     n_train, n_valid = train_rows.count(), valid_rows.count()
     if n_train == 0 or n_valid == 0:
         from liverec.errors import InputError
 
-        raise InputError(f"the ranker needs training and validation examples (got {n_train} and {n_valid}): "
-                         "use more data or another ranker.validation_fraction")
-    n_dense = len(ex.DENSE_FEATURES)
-    mean, std = dense_stats(train_rows, n_dense)
+        raise InputError(f"the ranker needs training lists and validation rows (got {n_train} and {n_valid}): "
+                         "use more data or another ranker.validation_fraction / ranker.label_fraction")
+    n_dense = len(DENSE_FEATURES)
+    mean, std = dense_stats(train_part, n_dense)
     id_init, text = tables_from_vocab(vocab, id_dim, conf.seed)
     shape = RankerShape(n_items=len(id_init), id_dim=id_dim, text_in=text.shape[1], text_dim=conf.text_dim,
                         n_dense=n_dense, attention_hidden=conf.attention_hidden, cross_layers=conf.cross_layers,
@@ -244,3 +260,14 @@ def state_bytes(state: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **state)
     return buf.getvalue()
+
+
+def log_history(result: TrainResult) -> None:
+    """Per-epoch loss, validation NDCG@10 and lists/s, and the best epoch, to the active MLflow run."""
+    import mlflow
+
+    for h in result.history:
+        mlflow.log_metrics({"loss": h["loss"], "val_ndcg_at_10": h["val_ndcg_at_10"],
+                            "examples_per_s": h["examples_per_s"]}, step=int(h["epoch"]))
+    mlflow.log_metrics({"best_val_ndcg_at_10": result.best_ndcg, "best_epoch": result.best_epoch,
+                        "train_examples_per_s": result.examples_per_s})
