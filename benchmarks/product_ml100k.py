@@ -105,13 +105,30 @@ def one_seed(args: argparse.Namespace, rows: np.ndarray, seed: int) -> dict:
     folder = work / "ml-100k-train"
     lakehouse = work / "lakehouse"
     run = {}
-    if not (args.reuse and (lakehouse / "gold" / "recommendations").exists()):
+    if args.from_label:
+        # a variant of an earlier run: its tables and registry copied, then only --stages rerun on them
+        source = work.parent / f"{args.from_label}-{seed}"
         if work.exists():
             shutil.rmtree(work)
-        folder.mkdir(parents=True)
-        np.savetxt(folder / "u.data", rows[train], fmt="%d", delimiter="\t")
-        for name in ("u.item", "u.genre"):
-            shutil.copy(Path(args.data) / name, folder / name)
+        shutil.copytree(source, work)
+        db = work / "mlflow.db"
+        import sqlite3
+
+        with sqlite3.connect(db) as con:  # artifact locations point at the source run's folder
+            for table, col in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                               ("model_versions", "source"), ("model_versions", "storage_location")):
+                try:
+                    con.execute(f"update {table} set {col} = replace({col}, ?, ?)", (str(source), str(work)))
+                except sqlite3.OperationalError:
+                    pass
+    if args.from_label or not (args.reuse and (lakehouse / "gold" / "recommendations").exists()):
+        if not args.from_label:
+            if work.exists():
+                shutil.rmtree(work)
+            folder.mkdir(parents=True)
+            np.savetxt(folder / "u.data", rows[train], fmt="%d", delimiter="\t")
+            for name in ("u.item", "u.genre"):
+                shutil.copy(Path(args.data) / name, folder / name)
         cmd = [str(Path(sys.executable).parent / "liverec"), "pipeline", *isolated_args(work, "6g"), *OVERLAY,
                *[x for kv in args.set for x in ("--set", kv)], "--ds", DS, "--source", "movielens",
                "--input", str(folder), "--stages", args.stages]
@@ -175,6 +192,8 @@ def main() -> int:
     ap.add_argument("--ease-lambda", type=float, default=500.0)
     ap.add_argument("--label", default="", help="suffix of the result files and work folder (e.g. before)")
     ap.add_argument("--reuse", action="store_true", help="score an earlier run's tables instead of rerunning")
+    ap.add_argument("--from-label", help="copy the run of this label and rerun only --stages on it (e.g. "
+                                         "--stages recommend_nightly --set recommend.mmr_lambda=1)")
     ap.add_argument("--set", action="append", default=[], help="extra conf override for the pipeline")
     args = ap.parse_args()
     rows = load(Path(args.data))

@@ -103,7 +103,7 @@ def demo_pipeline(tmp_path_factory, spark) -> Settings:
 
     settings = settings_for(tmp_path_factory.mktemp("pipeline"))
     small = ["--set", "demo.events=20000", "--set", "demo.users=400", "--set", "demo.items=300",
-             "--set", "ranker.epochs=3"]
+             "--set", "ranker.epochs=3", "--set", "evaluate.splits=[temporal]"]
     assert main(["pipeline", *cli_args(settings), *small, "--ds", DEMO_DS]) == 0
     return settings
 
@@ -114,18 +114,19 @@ ML100K_DS = "2024-01-15"
 @pytest.fixture(scope="session")
 def ml100k_pipeline(tmp_path_factory, spark) -> Settings:
     """The batch chain on the real MovieLens 100K (skipped without ../shared/data/ml-100k), up to the
-    published online model: ingest, clean, embed_items, build_profiles, train_als, build_ranker_examples,
-    train_ranker, recommend_nightly, publish_online, for ds ML100K_DS, with a lighter ranker run."""
+    published online model: ingest, clean, embed_items, build_profiles, train_als, train_ease,
+    build_ranker_examples, train_ranker, recommend_nightly, publish_online, for ds ML100K_DS, with a lighter
+    ranker run."""
     from liverec.cli import main
 
     data = shared("ml-100k")
-    settings = settings_for(tmp_path_factory.mktemp("ml100k"))
-    stages = ("ingest,clean,embed_items,build_profiles,train_als,build_ranker_examples,train_ranker,"
+    light = ("ranker.epochs=3", "ranker.num_processes=1", "recommend.als_candidates=100",
+             "recommend.ease_candidates=100", "recommend.mmr_pool=30")
+    settings = settings_for(tmp_path_factory.mktemp("ml100k"), *light)  # the tests read with the run's settings
+    stages = ("ingest,clean,embed_items,build_profiles,train_als,train_ease,build_ranker_examples,train_ranker,"
               "recommend_nightly,publish_online")
-    light = ["--set", "ranker.epochs=3", "--set", "ranker.num_processes=1", "--set", "recommend.als_candidates=100",
-             "--set", "recommend.mmr_pool=30"]
-    assert main(["pipeline", *cli_args(settings), *light, "--ds", ML100K_DS, "--source", "movielens",
-                 "--input", str(data), "--stages", stages]) == 0
+    assert main(["pipeline", *cli_args(settings), *[x for kv in light for x in ("--set", kv)], "--ds", ML100K_DS,
+                 "--source", "movielens", "--input", str(data), "--stages", stages]) == 0
     return settings
 
 

@@ -141,3 +141,34 @@ def test_balance_detects_loss():
     assert not b.holds and "!=" in b.line()
     assert cleaning.Balance(9, 5, 3, 1, {"malformed": 3}).holds
     assert not cleaning.Balance(9, 5, 3, 1, {"malformed": 2}).holds
+
+
+def test_value_limits_per_event_type(spark, settings_factory):
+    s = settings_factory("clean.event_weights={view: 1, rating: 4, play: 1}",
+                         "clean.value_limits={rating: 100, play: 1000000}")
+    got = classify(spark, s, [ok(event_type="play", value="350000"), ok(event_type="rating", value="350000"),
+                              ok(event_type="rating", value="4"), ok(event_type="view", value="20000"),
+                              ok(event_type="play", value="2000000")])
+    assert [got[i][1] for i in range(5)] == [None, "value_out_of_range", None, "value_out_of_range",
+                                             "value_out_of_range"]
+
+
+def test_count_events_strength_rule_in_spark_and_in_python(spark, settings_factory):
+    """A count's strength is weight x (1 + ln(min(value, cap))): the Spark column (batch) and the Python
+    function (online sessions) agree, and with count_events empty every event counts once."""
+    import math
+
+    from liverec import als
+
+    s = settings_factory("als.count_events=[purchase]", "als.count_cap=100")
+    weights = s.clean.event_weights
+    cases = [("purchase", 24.0), ("purchase", 1.0), ("purchase", 0.5), ("purchase", None), ("purchase", 5000.0),
+             ("rating", 4.0), ("view", 3.0)]
+    df = spark.createDataFrame(cases, "event_type string, value double")
+    got = [r[0] for r in df.select(als.event_strength(s.als, weights)).collect()]
+    want = [weights["purchase"] * (1 + math.log(24)), weights["purchase"], weights["purchase"], weights["purchase"],
+            weights["purchase"] * (1 + math.log(100)), weights["rating"] * 4, weights["view"]]
+    assert got == pytest.approx(want)
+    assert [als.event_strength_value(s.als, weights, t, v) for t, v in cases] == pytest.approx(want)
+    plain = settings_factory()
+    assert [r[0] for r in df.select(als.event_strength(plain.als, weights)).collect()][:2] == [weights["purchase"]] * 2

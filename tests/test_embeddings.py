@@ -68,6 +68,35 @@ def test_content_vector_is_the_weighted_mean(spark):
     assert np.allclose(got["u"], expected, atol=1e-6)
 
 
+def test_profiles_of_a_log_spanning_twenty_years(spark, settings):
+    """Users whose events are all decades older than the log's newest still get a content vector and
+    category shares (recency counts back from each user's own newest event: no underflow, no empty-frame
+    dtype trap in the content-vector UDF); their weights follow their own events' ages."""
+    import datetime as dt
+
+    from liverec import profiles
+    from tests.conftest import silver
+
+    years = 365.25
+    rows = [("old", "a", "view", 0.0), ("old", "b", "purchase", 30.0),  # 1990s, 30 days apart
+            ("new", "a", "view", 20 * years), ("new", "c", "view", 20 * years + 1)]
+    events = silver(spark, rows)
+    emb = spark.createDataFrame([("a", [1.0, 0.0, 0.0]), ("b", [0.0, 1.0, 0.0]), ("c", [0.0, 0.0, 1.0])],
+                                "item_id string, embedding array<float>")
+    items = spark.createDataFrame([("a", ["x"]), ("b", ["y"]), ("c", ["z"])], "item_id string, categories array<string>")
+    got = {r["user_id"]: r for r in profiles.build_profiles(events, items, None, settings.profiles,
+                                                            settings.clean.event_weights, b"k", emb).collect()}
+    assert set(got) == {"old", "new"}
+    hl = settings.profiles.half_life_days
+    w = settings.clean.event_weights
+    a, b = w["view"] * 0.5 ** (30 / hl), w["purchase"]  # ages from the user's newest event (day 30)
+    old = np.array(got["old"]["content_vector"])
+    np.testing.assert_allclose(old, np.array([a, b, 0.0]) / np.hypot(a, b), atol=1e-6)
+    assert got["old"]["category_affinity"]["y"] == pytest.approx(b / (a + b))
+    assert got["new"]["content_vector"] is not None and got["old"]["last_seen"] < got["new"]["first_seen"] - \
+        dt.timedelta(days=19 * years)
+
+
 def _write(path, text):
     path.write_text(text)
     return str(path)

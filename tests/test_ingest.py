@@ -60,6 +60,44 @@ def test_edges_with_and_without_header(spark, tmp_path):
     assert [(r["src"], r["dst"]) for r in ingest.read_edges(spark, str(headed)).collect()] == [("u1", "u2")]
 
 
+def test_logs_without_timestamps_filmtrust_and_otto(spark, tmp_path):
+    """Real data shapes: a log without a ts column (--default-ts), FilmTrust's ratings + trust edges, OTTO's
+    sessions (ms timestamps, clicks/carts/orders), each malformed line kept."""
+    plays = tmp_path / "plays.tsv"
+    plays.write_text("user_id\titem_id\tevent_type\tvalue\nu1\tartist9\tplay\t6152\nu2\tartist3\tplay\t\n")
+    rows = ingest.read_generic_events(spark, str(plays), default_ts="2020-05-01T00:00:00").orderBy("user_id").collect()
+    assert [(r["user_id"], r["value"], r["ts"]) for r in rows] == [
+        ("u1", "6152", "2020-05-01T00:00:00"), ("u2", None, "2020-05-01T00:00:00")]
+    with pytest.raises(ingest.InputError, match="lacks required column"):
+        ingest.read_generic_events(spark, str(plays))  # without --default-ts a ts column is required
+    with pytest.raises(ingest.InputError, match="--default-ts"):
+        ingest.read_generic_events(spark, str(plays), default_ts="yesterday")
+
+    ft = tmp_path / "filmtrust"
+    ft.mkdir()
+    (ft / "ratings.txt").write_text("1 1 2\n1 2 3.5\n2 1 4\nbroken\n")
+    (ft / "trust.txt").write_text("2 1 1\n1 3 1\n")
+    got = ingest.read_filmtrust(spark, str(ft), "2024-01-15T00:00:00")
+    ev = got.events.orderBy("user_id", "item_id").collect()
+    assert [(r["user_id"], r["item_id"], r["value"], r["event_type"]) for r in ev if r["raw_record"] is None] == [
+        ("1", "1", "2", "rating"), ("1", "2", "3.5", "rating"), ("2", "1", "4", "rating")]
+    assert [r["raw_record"] for r in ev if r["raw_record"]] == ["broken"]
+    assert {r["ts"] for r in ev if r["raw_record"] is None} == {"2024-01-15T00:00:00"}
+    assert sorted((r["src"], r["dst"]) for r in got.social.collect()) == [("1", "3"), ("2", "1")]
+
+    otto = tmp_path / "otto.jsonl"
+    otto.write_text(json.dumps({"session": 7, "events": [{"aid": 11, "ts": 1659304800025, "type": "clicks"},
+                                                         {"aid": 12, "ts": 1659304904511, "type": "carts"},
+                                                         {"aid": 12, "ts": 1659304905000, "type": "orders"}]})
+                    + "\n{not json\n")
+    rows = ingest.read_otto(spark, str(otto)).events.collect()
+    good = sorted((r["user_id"], r["item_id"], r["event_type"], r["ts"], r["session_id"]) for r in rows
+                  if r["raw_record"] is None)
+    assert good == [("7", "11", "click", "1659304800025", "7"), ("7", "12", "add_to_cart", "1659304904511", "7"),
+                    ("7", "12", "purchase", "1659304905000", "7")]
+    assert [r["raw_record"] for r in rows if r["raw_record"]] == ["{not json"]
+
+
 def test_ingest_events_stage_is_idempotent_per_ds(spark, settings, tmp_path):
     csv = tmp_path / "e.csv"
     csv.write_text(EVENTS_CSV)

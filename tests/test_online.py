@@ -111,6 +111,53 @@ def test_a_known_users_list_changes_with_the_session(spark, ml100k_pipeline, onl
     assert len(set(before) & nightly) >= 3, (before, nightly)
 
 
+def test_online_features_equal_the_batch_features(spark, ml100k_pipeline, online_model):
+    """One definition of the features: for known users without a session, the online scorer's dense features of
+    the nightly candidates are the batch ones (liverec.features over the same gold tables). The ALS ones go
+    through the fold-in, which gives back the nightly factor up to the solver's precision (cosine > 0.99), so
+    they agree within a tolerance; every other feature is the same number."""
+    from liverec import candidates, catalog, features
+    from liverec.cleaning import id_key
+    from liverec.features import DENSE_FEATURES
+    from liverec.stages import Context, latest_ease
+
+    settings, ds = ml100k_pipeline, "2024-01-15"
+    scorer = online_model.unwrap_python_model().scorer
+
+    def part(table):
+        return lakehouse.read(spark, settings, table).where(F.col("ds") == ds)
+
+    events = catalog.events_until(spark, settings, ds)
+    ease_model, _, _ = latest_ease(Context(spark, settings, ds, None))
+    f = features.features_from(spark, events, part(tables.USER_PROFILES), part(tables.USER_FACTORS),
+                               part(tables.ITEM_FACTORS), ease_model, catalog.latest_items(spark, settings, ds),
+                               part(tables.ITEM_EMBEDDINGS), None, settings, id_key(settings))
+    users = f.users.select("user_id").orderBy("user_id").limit(4)
+    cands = candidates.generate(spark, f, users, part(tables.ITEM_NEIGHBORS), settings.recommend)
+    batch = features.assemble(cands, f, settings.ranker.recent_items, settings.recommend.als_candidates,
+                              settings.recommend.ease_candidates).toPandas()
+    assert len(batch) > 400
+    exact = [c for c in DENSE_FEATURES if c not in ("als_z", "log_als_rank")]
+    rank_agree = []
+    for user, rows in batch.groupby("user_id"):
+        req = online.Request(scorer.uindex[user], [], None, 10)
+        history, banned = scorer.seen(req)
+        als, top = scorer.als_top(scorer.fold_in(req), banned)
+        ease, ease_top = scorer.ease_top(req, history, banned)
+        cands_idx = [scorer.index[i] for i in rows["item_id"]]
+        dense, recent = scorer.features(req, cands_idx, als, top, history, banned, ease, ease_top)
+        want = np.stack(rows["dense"].to_numpy())
+        for c in exact:
+            j = DENSE_FEATURES.index(c)
+            np.testing.assert_allclose(dense[:, j], want[:, j], rtol=1e-4, atol=1e-4, err_msg=c)
+        j = DENSE_FEATURES.index("als_z")
+        np.testing.assert_allclose(dense[:, j], want[:, j], atol=0.15, err_msg="als_z")
+        j = DENSE_FEATURES.index("log_als_rank")
+        rank_agree.append(float(np.mean(np.abs(dense[:, j] - want[:, j]) < 0.2)))
+        assert recent[:len(rows["recent_items"].iloc[0])] == list(rows["recent_items"].iloc[0])
+    assert min(rank_agree) > 0.8, rank_agree
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

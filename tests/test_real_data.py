@@ -1,10 +1,14 @@
-"""Ingest + clean on the real reference data sets in ../shared/data (skipped where absent)."""
+"""The real reference data sets in ../shared/data (skipped where absent): ingest + clean on the whole of
+MovieLens 100K and UCI Online Retail, and the whole pipeline, to the published table and one online answer,
+on FilmTrust (ratings without time + a trust graph), the OTTO sample (sessions) and a slice of Online Retail."""
 
 import csv
 import io
+import json
 import lzma
 import random
 import re
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -112,3 +116,122 @@ def test_uci_online_retail(spark, settings, capsys):
     top1 = sum(share[1]) / len(share[1])
     top5 = sum(sum(v) for v in share.values()) / sum(len(v) for v in share.values())
     assert len(share[1]) > 3_000 and top1 >= 0.9 and top5 >= 0.85 and baseline < 0.2, (top1, top5, baseline)
+
+
+# the whole pipeline on a real data set, light: few ALS iterations, a short ranker run, every user active
+LIGHT = ("als.max_iter=5", "ranker.epochs=3", "ranker.num_processes=1", "recommend.active_days=100000",
+         "evaluate.splits=[random]")
+UP_TO_ONLINE = ("ingest,clean,embed_items,build_profiles,train_als,train_ease,build_ranker_examples,train_ranker,"
+                "recommend_nightly,publish_online")
+
+
+def _pipeline(settings, source, path, stages=UP_TO_ONLINE, *extra):
+    args = [x for kv in LIGHT for x in ("--set", kv)]
+    assert main(["pipeline", *cli_args(settings), *args, "--ds", DS, "--source", source, "--input", str(path),
+                 "--stages", stages, *extra]) == 0
+
+
+def _published(spark, settings):
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == DS).cache()
+    per_user = recs.groupBy("user_id").count()
+    assert per_user.where(F.col("count") != settings.recommend.top_n).count() == 0
+    events = lakehouse.read(spark, settings, tables.SILVER_EVENTS)
+    assert recs.join(events.select("user_id", "item_id"), ["user_id", "item_id"]).count() == 0  # nothing seen
+    return recs, per_user.count()
+
+
+def _online_answer(settings, raw_user, k=5):
+    import mlflow
+    import pandas as pd
+
+    from liverec import tracking
+
+    with tracking.caller_environment_kept():
+        mlflow.set_tracking_uri(settings.tracking_uri())
+        model = mlflow.pyfunc.load_model(f"models:/{settings.online.registered_model}@{settings.online.alias}")
+    out = model.predict(pd.DataFrame([{"user_id": raw_user, "k": k}]))
+    assert list(out["rank"]) == list(range(1, k + 1)) and out["reason"].str.len().min() > 0
+    return out
+
+
+@pytest.mark.slow
+def test_filmtrust_end_to_end_with_its_trust_graph(spark, settings_factory):
+    folder = shared("filmtrust")
+    lines = [ln.split() for ln in (folder / "ratings.txt").read_text().splitlines() if ln.strip()]
+    trust = [ln.split() for ln in (folder / "trust.txt").read_text().splitlines() if ln.strip()]
+    assert (len(lines), len(trust)) == (35_497, 1_853)
+    settings = settings_factory(*LIGHT)
+    _pipeline(settings, "filmtrust", folder, UP_TO_ONLINE + ",evaluate")
+    clean = mlflow_summary(settings, "clean")
+    pairs = {(u, i) for u, i, _ in lines}
+    # every line is kept (ratings 0.5..4, one timestamp for all), except repeats of a (user, item, rating)
+    assert clean["input_rows"] == 35_497 and clean["quarantined"] == 0
+    assert clean["kept"] == len({tuple(x) for x in lines}) and clean["kept"] >= len(pairs)
+    assert lakehouse.read(spark, settings, tables.BRONZE_SOCIAL).count() == 1_853
+    # the trust edges reach the profiles: users with an edge to another rater have friends
+    raters = {u for u, _, _ in lines}
+    linked = {a for a, b, _ in trust if a in raters and b in raters and a != b} | \
+        {b for a, b, _ in trust if a in raters and b in raters and a != b}
+    profiles = lakehouse.read(spark, settings, tables.USER_PROFILES).where(F.col("ds") == DS)
+    assert profiles.count() == len(raters)
+    assert profiles.where(F.col("friend_count") > 0).count() == len(linked)
+    # ... and the friends source finds candidates
+    examples = lakehouse.read(spark, settings, tables.RANKER_EXAMPLES).where(F.col("ds") == DS)
+    assert examples.where(F.array_contains("sources", "friends")).count() > 0
+    recs, users = _published(spark, settings)
+    assert users == len(raters)
+    results = {r["split"]: r["results"] for r in json.loads(
+        (Path(settings.evaluate.report_dir) / DS / "evaluation.json").read_text())}
+    assert set(results) == {"random"} and {"product", "als", "popularity", "ease"} <= set(results["random"])
+    assert results["random"]["als"]["ndcg"] > results["random"]["popularity"]["ndcg"] * 0.5
+    _online_answer(settings, lines[0][0])
+
+
+@pytest.mark.slow
+def test_otto_sessions_end_to_end(spark, settings_factory, capsys):
+    path = shared("otto-sample", "train_first20_sessions.jsonl")
+    sessions = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    n_events = sum(len(s["events"]) for s in sessions)
+    assert (len(sessions), n_events) == (20, 862)
+    settings = settings_factory(*LIGHT)
+    _pipeline(settings, "otto", path)
+    out = capsys.readouterr().out
+    assert "bronze.items has no items" in out  # no item data: content is off, said so
+    clean = mlflow_summary(settings, "clean")
+    distinct = {(s["session"], e["aid"], e["ts"], e["type"]) for s in sessions for e in s["events"]}
+    assert clean["input_rows"] == n_events and clean["kept"] + clean["duplicates"] + clean["quarantined"] == n_events
+    assert clean["kept"] == len(distinct) - clean["quarantined"]
+    types = {r[0]: r[1] for r in lakehouse.read(spark, settings, tables.SILVER_EVENTS).groupBy("event_type")
+             .count().collect()}
+    assert set(types) <= {"click", "add_to_cart", "purchase"} and types["click"] > types.get("purchase", 0)
+    recs, users = _published(spark, settings)
+    silver_users = lakehouse.read(spark, settings, tables.SILVER_EVENTS).select("user_id").distinct().count()
+    assert users == silver_users > 10
+    _online_answer(settings, str(sessions[0]["session"]))
+
+
+@pytest.mark.slow
+def test_online_retail_slice_end_to_end(spark, settings_factory, tmp_path):
+    """Every Online Retail line of 300 customers through the whole pipeline (cancellations are returns,
+    non-product codes are quarantined, quantities are values)."""
+    path = shared("uci-online-retail", "online_retail.csv.xz")
+    with lzma.open(path, "rt", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    customers = sorted({r["CustomerID"] for r in rows if r["CustomerID"].strip()})[:300]
+    keep = set(customers)
+    part = [r for r in rows if r["CustomerID"] in keep]
+    sliced = tmp_path / "retail_slice.csv"
+    with sliced.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(part)
+    settings = settings_factory(*LIGHT)
+    _pipeline(settings, "online_retail", sliced)
+    clean = mlflow_summary(settings, "clean")
+    assert clean["input_rows"] == len(part)
+    product = re.compile(RETAIL_PRODUCT_CODE)
+    non_product = sum(1 for r in part if not product.match(r["StockCode"]))
+    assert clean.get("quarantine_non_product_code", 0) == non_product
+    recs, users = _published(spark, settings)
+    assert users > 200 and recs.where(F.col("source").isin("ease", "als", "content")).count() > 0
+    _online_answer(settings, customers[0].removesuffix(".0"))

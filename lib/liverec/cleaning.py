@@ -133,8 +133,17 @@ def reason_column(conf: CleanSettings, ds: str) -> Column:
         .when(~etype.isin(known), "unknown_event_type")
         .when(~_blank(F.col("value")) & ~_finite(value), "non_numeric_value")
         .when(~_blank(F.col("price")) & ~_finite(price), "non_numeric_price")
-        .when(F.abs(value) > conf.max_abs_value, "value_out_of_range")
+        .when(F.abs(value) > value_limit(conf, etype), "value_out_of_range")
     )
+
+
+def value_limit(conf: CleanSettings, event_type: Column) -> Column:
+    """The largest |value| an event of ``event_type`` may have: ``clean.value_limits`` of its type, else
+    ``clean.max_abs_value``."""
+    if not conf.value_limits:
+        return F.lit(float(conf.max_abs_value))
+    limits = F.create_map(*[x for k, v in conf.value_limits.items() for x in (F.lit(k.lower()), F.lit(float(v)))])
+    return F.coalesce(limits[event_type], F.lit(float(conf.max_abs_value)))
 
 
 def bot_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:

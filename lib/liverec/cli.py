@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--input", help="ingest input (default for demo: conf demo.output_dir)")
     pipe.add_argument("--format", help="ingest input format")
     pipe.add_argument("--items", help="ingest items file (with --source events)")
+    pipe.add_argument("--default-ts", help="ingest --default-ts: the time of every event of a log without timestamps")
     pipe.add_argument("--stages", help="comma-separated subset of the stages, run in pipeline order in one Spark "
                                        "application (default: all)")
     gen = sub.add_parser("generate", help="write the demo event log (with deliberate dirt)")
@@ -107,8 +108,12 @@ def _run_stages(names: Sequence[str], args: argparse.Namespace, extra: dict[str,
     pipeline_id = uuid.uuid4().hex[:12]
     try:
         with tracking.caller_environment_kept():
+            skip: dict[str, str] = {}  # stage -> why an earlier stage of this run made it pointless
             for name in names:
                 progress = Progress(name)
+                if name in skip:
+                    progress.info(f"skipped: {skip[name]}")
+                    continue
                 ctx = Context(spark, settings, args.ds, progress)
                 params = {k: v for k, v in vars(args).items() if k not in {"set", "conf", "ds", "command", "stage"}
                           and v is not None}
@@ -120,6 +125,8 @@ def _run_stages(names: Sequence[str], args: argparse.Namespace, extra: dict[str,
                         mlflow.log_param(f"set.{pair.split('=', 1)[0]}"[:250], pair.split("=", 1)[-1][:500])
                     stage_run = run_generate if name == "generate" else STAGES[name].run
                     summary = stage_run(ctx, args)
+                    for later in summary.pop("skip_stages", []):
+                        skip[later] = f"{name} wrote nothing ({summary.get('skipped')})"
                     mlflow.log_metrics({k: float(v) for k, v in {**summary, **progress.metrics}.items()
                                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
                     mlflow.log_dict({k: v for k, v in summary.items()}, f"{name}_summary.json")

@@ -59,6 +59,7 @@ class CleanSettings:
     bot_max_actions_per_minute: int
     bot_max_actions_per_day: int
     max_abs_value: float
+    value_limits: dict[str, float]
     event_weights: dict[str, float]
 
 
@@ -78,6 +79,8 @@ class AlsSettings:
     alpha: float
     half_life_days: float
     rating_as_strength: bool
+    count_events: list[str]
+    count_cap: float
     window_days: int
     checkpoint_interval: int
     num_blocks: int
@@ -173,6 +176,7 @@ class EvaluateSettings:
     seed: int
     report_dir: str
     product: bool
+    splits: list[str]
 
 
 @dataclass(frozen=True)

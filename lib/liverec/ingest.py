@@ -26,7 +26,9 @@ EVENT_OPTIONAL = ("event_id", "value", "session_id", "price")
 ITEM_REQUIRED = ("item_id",)
 ITEM_OPTIONAL = ("title", "category", "description", "price")
 FORMATS = ("csv", "json", "parquet")
-SOURCES = ("events", "movielens", "online_retail", "edges", "demo")
+SOURCES = ("events", "movielens", "online_retail", "filmtrust", "otto", "edges", "demo")
+# OTTO's event types, as the event types liverec weighs
+OTTO_TYPES = {"clicks": "click", "carts": "add_to_cart", "orders": "purchase"}
 
 RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
                   "CustomerID", "Country")
@@ -126,8 +128,9 @@ def read_table_file(spark: SparkSession, path: str, fmt: str | None, required: t
             out = df.select([F.col(c).cast("string").alias(c) for c in keep]).withColumn(
                 "raw_record", F.lit(None).cast("string"))
         else:
+            sep = "\t" if path.lower().endswith(".tsv") else ","
             if fmt == "csv":
-                header = spark.read.option("header", True).csv(path).columns
+                header = spark.read.option("header", True).option("sep", sep).csv(path).columns
             else:
                 sample = spark.read.text(path).limit(2000)
                 header = spark.read.json(sample.rdd.map(lambda r: r.value)).columns
@@ -137,7 +140,6 @@ def read_table_file(spark: SparkSession, path: str, fmt: str | None, required: t
             reader = (spark.read.schema(schema).option("mode", "PERMISSIVE")
                       .option("columnNameOfCorruptRecord", CORRUPT))
             if fmt == "csv":
-                sep = "\t" if path.lower().endswith(".tsv") else ","
                 raw = reader.option("header", True).option("sep", sep).csv(path)
             else:
                 raw = reader.json(path)
@@ -173,8 +175,94 @@ def generic_event_columns(df: DataFrame) -> DataFrame:
     return df.select(*cols, F.lit(None).cast("string").alias("source_reject"), "raw_record", "input_file")
 
 
-def read_generic_events(spark: SparkSession, path: str, fmt: str | None = None) -> DataFrame:
-    return generic_event_columns(read_table_file(spark, path, fmt, EVENT_REQUIRED, EVENT_OPTIONAL, "events input"))
+def read_generic_events(spark: SparkSession, path: str, fmt: str | None = None, default_ts: str | None = None
+                        ) -> DataFrame:
+    """The generic event format. ``default_ts`` (ISO-8601 or epoch seconds) is the time of every event of a log
+    without timestamps: the ``ts`` column may then be absent, and blank values get it too."""
+    if default_ts is None:
+        return generic_event_columns(read_table_file(spark, path, fmt, EVENT_REQUIRED, EVENT_OPTIONAL,
+                                                     "events input"))
+    check_default_ts(default_ts)
+    required = tuple(c for c in EVENT_REQUIRED if c != "ts")
+    df = read_table_file(spark, path, fmt, required, (*EVENT_OPTIONAL, "ts"), "events input")
+    df = df.withColumn("ts", F.coalesce(_blank_to_null(F.col("ts")), F.lit(default_ts)))
+    return generic_event_columns(df)
+
+
+def check_default_ts(value: str) -> None:
+    """--default-ts must be epoch seconds or an ISO-8601 time (what the clean stage parses)."""
+    import datetime as dt
+
+    try:
+        float(value)
+        return
+    except ValueError:
+        pass
+    try:
+        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"--default-ts must be epoch seconds or an ISO-8601 time, got '{value}'") from exc
+
+
+def read_filmtrust(spark: SparkSession, path: str, default_ts: str) -> Ingested:
+    """FilmTrust: ``ratings.txt`` (user item rating, whitespace separated, no timestamp) and, when present,
+    ``trust.txt`` (truster trustee weight) as social edges. Every rating gets ``default_ts``: the data set has no
+    time at all."""
+    check_path(path, "FilmTrust folder")
+    root = _local(path)
+    ratings = root / "ratings.txt"
+    if not ratings.is_file():
+        raise InputError(f"FilmTrust folder {path} has no ratings.txt")
+    check_path(str(ratings), "FilmTrust ratings.txt")
+    check_default_ts(default_ts)
+    lines = spark.read.text(str(ratings)).select(F.trim("value").alias("line"), F.col("_metadata.file_path")
+                                                  .alias("input_file")).where(F.col("line") != "")
+    parts = F.split(F.col("line"), r"\s+")
+    ok = (F.size(parts) == 3) & F.get(parts, F.lit(2)).try_cast("double").isNotNull()
+    events = lines.select(
+        F.lit(None).cast("string").alias("event_id"), F.when(ok, F.get(parts, F.lit(0))).alias("user_id"),
+        F.when(ok, F.get(parts, F.lit(1))).alias("item_id"), F.lit("rating").alias("event_type"),
+        F.when(ok, F.get(parts, F.lit(2))).alias("value"), F.lit(default_ts).alias("ts"),
+        F.lit(None).cast("string").alias("session_id"), F.lit(None).cast("string").alias("price"),
+        F.lit(None).cast("string").alias("source_reject"), F.when(~ok, F.col("line")).alias("raw_record"),
+        "input_file")
+    _not_empty(events, str(ratings), "FilmTrust ratings.txt")
+    trust = root / "trust.txt"
+    return Ingested(events=events, social=read_edges(spark, str(trust)) if trust.is_file() else None)
+
+
+def read_otto(spark: SparkSession, path: str) -> Ingested:
+    """OTTO sessions: JSON lines ``{"session": n, "events": [{"aid": a, "ts": ms, "type": clicks|carts|orders}]}``.
+    A session is the user (OTTO's sessions are anonymous) and the session id; ``ts`` is in milliseconds; the
+    types become click, add_to_cart and purchase (an unknown type is kept and quarantined by clean)."""
+    check_path(path, "OTTO input")
+    schema = StructType([StructField("session", StringType()),
+                         StructField("events", StringType()), StructField(CORRUPT, StringType())])
+    raw = (spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
+           .json(path))
+    sample = raw.where(F.col(CORRUPT).isNull()).limit(1).collect()
+    if raw.limit(1).count() and not sample:
+        raise InputError(f"OTTO input {path} has no line with 'session' and 'events' (is it the OTTO jsonl format?)")
+    event = "array<struct<aid:string,ts:string,type:string>>"
+    parsed = _with_input_file(raw).withColumn("_events", F.from_json("events", event))
+    good = parsed.where(F.col(CORRUPT).isNull() & F.col("_events").isNotNull())
+    bad = parsed.where(F.col(CORRUPT).isNotNull() | F.col("_events").isNull())
+    types = F.create_map(*[x for k, v in OTTO_TYPES.items() for x in (F.lit(k), F.lit(v))])
+    exploded = good.select("session", "input_file", F.explode("_events").alias("e"))
+    events = exploded.select(
+        F.lit(None).cast("string").alias("event_id"), F.col("session").alias("user_id"),
+        F.col("e.aid").alias("item_id"), F.coalesce(types[F.col("e.type")], F.col("e.type")).alias("event_type"),
+        F.lit(None).cast("string").alias("value"), F.col("e.ts").alias("ts"), F.col("session").alias("session_id"),
+        F.lit(None).cast("string").alias("price"), F.lit(None).cast("string").alias("source_reject"),
+        F.lit(None).cast("string").alias("raw_record"), "input_file")
+    malformed = bad.select(*[F.lit(None).cast("string").alias(c) for c in
+                             ("event_id", "user_id", "item_id", "event_type", "value", "ts", "session_id", "price",
+                              "source_reject")],
+                           F.coalesce(F.col(CORRUPT), F.to_json(F.struct("session", "events"))).alias("raw_record"),
+                           "input_file")
+    out = events.unionByName(malformed)
+    _not_empty(out, path, "OTTO input")
+    return Ingested(events=out)
 
 
 def read_generic_items(spark: SparkSession, path: str, fmt: str | None = None) -> DataFrame:

@@ -32,6 +32,7 @@ for an unknown user); the server keeps serving.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gc
 import hashlib
@@ -49,6 +50,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from liverec.als import event_strength_value
 from liverec.features import DENSE_FEATURES
 
 KEY_CHECK_TEXT = "liverec-online-key-check"
@@ -177,7 +179,7 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
         "categories": [list(c) if c is not None else [] for c in item_rows["categories"]],
         "user_ids": user_ids, "affinity": affinity, "recent": recent, "friend_of": friend_of,
         "nightly_reason": nightly_reason,
-        "event_weights": dict(settings.clean.event_weights), "rating_as_strength": settings.als.rating_as_strength,
+        "event_weights": dict(settings.clean.event_weights), "als": dataclasses.asdict(settings.als),
         "alpha": settings.als.alpha, "reg_param": settings.als.reg_param,
         "als_candidates": conf.als_candidates, "ease_candidates": conf.ease_candidates,
         "neighbor_history": conf.neighbor_history,
@@ -282,6 +284,9 @@ class OnlineScorer:
         self.index = {i: n for n, i in enumerate(self.item_ids)}
         self.uindex = {u: n for n, u in enumerate(meta["user_ids"])}
         self.weights: dict[str, float] = meta["event_weights"]
+        from liverec.config import AlsSettings
+
+        self.als_conf = AlsSettings(**meta["als"])
         f = self.factors.astype(np.float64)
         self.gram = f.T @ f  # Y^T Y, the implicit-ALS term every user shares
         norms = np.linalg.norm(self.embeddings, axis=1, keepdims=True)
@@ -365,12 +370,12 @@ class OnlineScorer:
             if etype not in self.weights:
                 raise _request_error(f"{where}.event_type {e.get('event_type')!r} is not one of "
                                      f"{sorted(self.weights)}")
-            w = float(self.weights[etype])
             value = _plain(e.get("value"))
-            if self.meta["rating_as_strength"] and etype == "rating" and not _missing(value):
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                    raise _request_error(f"{where}.value must be a number, got {value!r}")
-                w *= float(value)
+            if not _missing(value) and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                        or not math.isfinite(value)):
+                raise _request_error(f"{where}.value must be a number, got {value!r}")
+            # the batch's own strength rule (ALS's event_strength), for the fold-in
+            w = event_strength_value(self.als_conf, self.weights, etype, None if _missing(value) else float(value))
             ts = float(n) if _missing(e.get("ts")) else _ts(_plain(e["ts"]), where)
             out.append(Event(item, etype, ts, w))
         # newest first; equal times keep the later position as the newer
@@ -696,7 +701,8 @@ class OnlineModel(mlflow.pyfunc.PythonModel):
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         with np.load(context.artifacts["arrays"]) as z:
             arrays = {k: z[k] for k in z.files}
-        ranker = load_ranker(Path(context.artifacts["ranker"]))
+        ranker = load_ranker(Path(context.artifacts["ranker"])) if "ranker" in context.artifacts else \
+            BaselineRanker(meta["baseline"])
         self.scorer = OnlineScorer(arrays, meta, ranker, _key(meta))
         # the bundle's many long-lived Python objects (ids, titles, reasons) would otherwise be traversed by
         # every full garbage collection, a latency spike of milliseconds in the middle of a request
@@ -712,6 +718,18 @@ class OnlineModel(mlflow.pyfunc.PythonModel):
         return self.scorer.answer(records)
 
 
+class BaselineRanker:
+    """The scorer of an online model published without a champion ranker: the baseline's own score, which the
+    dense features carry as a per-user z-score (``ease_z`` or ``als_z``), so the online answer orders
+    candidates as the nightly baseline does."""
+
+    def __init__(self, baseline: str):
+        self.column = DENSE_FEATURES.index("ease_z" if baseline == "ease" else "als_z")
+
+    def score_ids(self, items: list[str], recent_items: list[str], dense: np.ndarray) -> np.ndarray:
+        return np.asarray(dense, dtype=np.float64)[:, self.column]
+
+
 def load_ranker(folder: Path) -> Any:
     """The ranker from its weights, shape and vocabulary (the files a ranker version logs), built with this
     package's code rather than the code pickled with the ranker version."""
@@ -725,25 +743,28 @@ def load_ranker(folder: Path) -> Any:
     return RankerModel.from_parts(RankerShape.from_dict(meta["shape"]), state, vocab, int(meta["recent_items"]))
 
 
-def log_online_model(arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker_uri: str, scratch: str,
+def log_online_model(arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker_uri: str | None, scratch: str,
                      name: str = "online") -> Any:
-    """Log the pyfunc (bundle + a copy of the ranker) to the active run; returns MLflow's ModelInfo."""
+    """Log the pyfunc (bundle + a copy of the ranker, none without one: ``meta["baseline"]`` then scores) to the
+    active run; returns MLflow's ModelInfo."""
     from liverec.ranker.registry import PACKAGE_DIR
 
     os.makedirs(scratch, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="online-", dir=scratch))
     try:
         paths = write_bundle(arrays, meta, folder / "bundle")
-        model = Path(mlflow.artifacts.download_artifacts(artifact_uri=ranker_uri, dst_path=str(folder / "model")))
-        ranker = folder / "ranker"
-        ranker.mkdir()
-        for file in ("meta.json", "weights.npz", "vocab.json"):
-            found = list(model.rglob(file))
-            if not found:
-                raise FileNotFoundError(f"{ranker_uri} has no {file}: not a liverec ranker version")
-            shutil.copy(found[0], ranker / file)
+        if ranker_uri is not None:
+            model = Path(mlflow.artifacts.download_artifacts(artifact_uri=ranker_uri, dst_path=str(folder / "model")))
+            ranker = folder / "ranker"
+            ranker.mkdir()
+            for file in ("meta.json", "weights.npz", "vocab.json"):
+                found = list(model.rglob(file))
+                if not found:
+                    raise FileNotFoundError(f"{ranker_uri} has no {file}: not a liverec ranker version")
+                shutil.copy(found[0], ranker / file)
+            paths["ranker"] = str(ranker)
         return mlflow.pyfunc.log_model(
-            name=name, python_model=OnlineModel(), artifacts={**paths, "ranker": str(ranker)},
+            name=name, python_model=OnlineModel(), artifacts=paths,
             code_paths=[str(PACKAGE_DIR)], pip_requirements=["torch", "numpy", "pandas"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -95,6 +95,9 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", help="input file or folder (for demo: where to generate; default conf demo.output_dir)")
     p.add_argument("--items", help="with --source events: an items file (item_id, title, category, description, price)")
     p.add_argument("--format", choices=ingest.FORMATS, help="input format when the file name does not tell")
+    p.add_argument("--default-ts", help="time (ISO-8601 or epoch seconds) of every event of a log without timestamps "
+                                        "(--source events: the ts column may then be absent; filmtrust: default the "
+                                        "run date, 00:00 UTC)")
 
 
 def run_ingest(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
@@ -111,13 +114,21 @@ def run_ingest(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
             items=ingest.read_generic_items(spark, str(Path(out) / demo_data.DEMO_FILES["items"]), "csv"),
             social=ingest.read_edges(spark, str(Path(out) / demo_data.DEMO_FILES["edges"])))
     elif source == "events":
-        data = ingest.Ingested(events=ingest.read_generic_events(spark, args.input, args.format))
+        data = ingest.Ingested(events=ingest.read_generic_events(spark, args.input, args.format,
+                                                                 getattr(args, "default_ts", None)))
         if args.items:
             data.items = ingest.read_generic_items(spark, args.items, None)
     elif source == "movielens":
         data = ingest.read_movielens(spark, args.input)
     elif source == "online_retail":
         data = ingest.read_online_retail(spark, args.input, settings.scratch_dir)
+    elif source == "filmtrust":
+        default_ts = getattr(args, "default_ts", None) or f"{ctx.ds}T00:00:00"
+        progress.info(f"FilmTrust has no timestamps: every rating gets ts={default_ts} (--default-ts to choose); "
+                      "evaluate it with --split random")
+        data = ingest.read_filmtrust(spark, args.input, default_ts)
+    elif source == "otto":
+        data = ingest.read_otto(spark, args.input)
     else:  # edges
         data = ingest.Ingested(social=ingest.read_edges(spark, args.input))
     progress.step("read")  # every input was checked above; nothing has been written yet
@@ -240,9 +251,11 @@ def run_embed_items(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         raise InputError("embeddings.batch_size, embeddings.neighbors and embeddings.max_chars must be positive")
     texts = embeddings.item_texts(catalog.latest_items(spark, settings, ds), conf).cache()
     n_items = texts.count()
-    if n_items == 0:
-        raise InputError(f"bronze.items has no items up to ds={ds}: ingest a source with items first "
-                         "(demo, movielens, online_retail, or events with --items)")
+    if n_items == 0:  # e.g. OTTO or FilmTrust, which carry no item data: the pipeline goes on without content
+        progress.info(f"bronze.items has no items up to ds={ds}: no item embeddings are written, so content "
+                      "candidates and features are off (ingest a source with items, or events with --items, for them)")
+        texts.unpersist()
+        return {"items": 0, "encoded": 0, "skipped": True}
     by_source = {r["text_source"]: r["count"] for r in texts.groupBy("text_source").count().collect()}
     no_text = by_source.get(None, 0)
     progress.step("item texts", n_items, with_text=by_source.get(embeddings.TEXT_SOURCE_TEXT, 0),
@@ -540,8 +553,20 @@ def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[st
         progress.info("no gold.item_embeddings up to this ds: content features are 0 (run embed_items first)")
     neighbors, _ = _latest_partition(ctx, tables.ITEM_NEIGHBORS)
     items = catalog.latest_items(spark, settings, ds)
-    made = product.make_examples(spark, events, items, emb, neighbors, _social(ctx), settings,
-                                 cleaning.id_key(settings), tables.checkpoint_path(settings, "ranker-history", ds))
+    try:
+        made = product.make_examples(spark, events, items, emb, neighbors, _social(ctx), settings,
+                                     cleaning.id_key(settings), tables.checkpoint_path(settings, "ranker-history", ds))
+    except InputError as err:
+        # too little data to learn from: say so and why, leave an empty partition for this ds (so no older
+        # examples pass for today's), and let the pipeline go on with the baseline (train_ranker names the reason)
+        progress.info(f"no ranker examples for ds={ds}: {err}")
+        mlflow.set_tag(SKIPPED_TAG, str(err)[:5000])
+        from liverec import schemas
+
+        for table in (tables.RANKER_EXAMPLES, tables.RANKER_ITEMS):
+            lakehouse.overwrite_partition(spark, settings, table, spark.createDataFrame([], schemas.SCHEMAS[table]),
+                                          {"ds": ds})
+        return {"examples": 0, "skipped": str(err), "skip_stages": ["train_ranker"]}
     progress.step("label split", made.history_events, held_out_pairs=made.held_pairs, split=conf.label_split,
                   cutoff=str(made.cutoff), ease=made.ease_fitted)
     progress.step("candidates", None, **{f"recall_{k}": round(v, 4) for k, v in made.recall.items()})
@@ -562,6 +587,20 @@ def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[st
     progress.step("write gold.ranker_examples", n_rows, version=v_ex,
                   **{k: v for k, v in summary.items() if k.startswith(("train_", "valid_"))})
     return summary
+
+
+SKIPPED_TAG = "liverec.skipped"  # MLflow tag: why a stage wrote nothing
+
+
+def _skip_reason(ds: str, stage: str = "build_ranker_examples") -> str:
+    """The reason the newest run of ``stage`` for ``ds`` gave for writing nothing (MLflow tag SKIPPED_TAG)."""
+    import mlflow
+
+    runs = mlflow.search_runs(filter_string=f"tags.`liverec.stage` = '{stage}' and tags.`liverec.ds` = '{ds}'",
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    if runs and SKIPPED_TAG in runs[0].data.tags:
+        return f"its run {runs[0].info.run_id}: {runs[0].data.tags[SKIPPED_TAG]}"
+    return "see its progress line and MLflow run"
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -607,6 +646,9 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"gold.ranker_examples has no partition up to ds={ds}: run build_ranker_examples first "
                          "(it fails, naming the counts, when the data give no positive example)")
     rows = lakehouse.read(spark, settings, tables.RANKER_EXAMPLES).where(F.col("ds") == ex_ds)
+    if rows.limit(1).count() == 0:
+        raise InputError(f"gold.ranker_examples ds={ex_ds} is empty: build_ranker_examples found nothing to learn "
+                         f"from ({_skip_reason(ex_ds)}); the nightly job publishes the baseline meanwhile")
     vocab = lakehouse.read(spark, settings, tables.RANKER_ITEMS).where(F.col("ds") == ex_ds).cache()
     missing = [c for c in VALID_COLUMNS if c not in rows.columns]
     width = rows.select(F.size("dense")).first()
@@ -696,10 +738,10 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
         raise InputError(f"online.candidates and online.max_session must be positive and 1 <= online.default_k <= "
                          f"online.max_k (got {oconf.candidates}, {oconf.max_session}, {oconf.default_k}, "
                          f"{oconf.max_k})")
+    from liverec import product
+    from liverec.ranker.registry import BEST_BASELINE_TAG
+
     champion = ranking.champion(settings.ranker.registered_model, settings.ranker.champion_alias)
-    if champion is None:
-        raise InputError(f"no {settings.ranker.registered_model}@{settings.ranker.champion_alias} in the registry: "
-                         "the online scorer wraps the champion ranker (run train_ranker or promote_ranker first)")
     events = _require_silver(ctx).cache()
     found = {t: _latest_partition(ctx, t) for t in (tables.USER_PROFILES, tables.USER_FACTORS, tables.ITEM_FACTORS,
                                                    tables.RECOMMENDATIONS)}
@@ -711,15 +753,24 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     neighbors, _ = _latest_partition(ctx, tables.ITEM_NEIGHBORS)
     items = catalog.latest_items(spark, settings, ds)
     ease_model, _, _ = latest_ease(ctx)
+    baseline = None
+    if champion is None:  # as the nightly job: the best baseline ranks (its score is one of the dense features)
+        baseline = product.choose_baseline(settings.recommend.baseline, ranking.registered_tag(
+            settings.ranker.registered_model, BEST_BASELINE_TAG), ease_model)
+        progress.info(f"no {settings.ranker.registered_model}@{settings.ranker.champion_alias} in the registry: the "
+                      f"online scorer ranks by the {baseline} baseline's score")
+    ranker_tag = champion.tag if champion else f"baseline:{baseline}"
     arrays, meta = online.build_bundle(
         spark, events, items, found[tables.USER_PROFILES][0], found[tables.USER_FACTORS][0],
         found[tables.ITEM_FACTORS][0], ease_model, emb, neighbors, _social(ctx), found[tables.RECOMMENDATIONS][0],
         settings, cleaning.id_key(settings), ds)
-    meta.update(ranker_version=champion.tag, inputs={t: d for t, (_, d) in found.items()} | {"embeddings": emb_ds})
+    meta.update(ranker_version=ranker_tag, baseline=baseline,
+                inputs={t: d for t, (_, d) in found.items()} | {"embeddings": emb_ds})
     size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
     progress.step("bundle", len(meta["item_ids"]), users=len(meta["user_ids"]), seen_pairs=len(arrays["seen_idx"]),
-                  nightly_rows=len(arrays["nightly_idx"]), arrays_mb=round(size_mb, 1), ranker=champion.tag)
-    info = online.log_online_model(arrays, meta, champion.uri, os.path.join(settings.scratch_dir, "online"))
+                  nightly_rows=len(arrays["nightly_idx"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag)
+    info = online.log_online_model(arrays, meta, champion.uri if champion else None,
+                                   os.path.join(settings.scratch_dir, "online"))
     version = str(mlflow.register_model(info.model_uri, oconf.registered_model).version)
 
     # smoke requests through the logged model: a known user without a session, a visitor with one click
@@ -733,7 +784,7 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
         raise InputError(f"{oconf.registered_model} v{version} answered a smoke request with nothing "
                          f"(known user: {len(known)} rows, visitor: {len(visitor)}); the alias was not moved")
     client = mlflow.MlflowClient()
-    for k, v in {"ds": ds, "ranker": champion.tag, "items": len(meta["item_ids"]),
+    for k, v in {"ds": ds, "ranker": ranker_tag, "items": len(meta["item_ids"]),
                  "users": len(meta["user_ids"])}.items():
         client.set_model_version_tag(oconf.registered_model, version, k, str(v))
     client.set_registered_model_alias(oconf.registered_model, oconf.alias, version)
@@ -747,8 +798,8 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
 # --------------------------------------------------------------------------- evaluate
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", choices=("random", "temporal", "both"), default="both",
-                   help="per-user stratified random split, temporal cut-off, or both (default)")
+    p.add_argument("--split", choices=("random", "temporal", "both"),
+                   help="per-user stratified random split, temporal cut-off, or both (default: conf evaluate.splits)")
     p.add_argument("--k", type=int, help="cut-off K (default: conf evaluate.k)")
     p.add_argument("--output", help="also write the results as JSON to this file")
 
@@ -762,8 +813,12 @@ def run_evaluate(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     k = getattr(args, "k", None) or settings.evaluate.k
     if k <= 0:
         raise InputError(f"--k must be positive, got {k}")
-    split = getattr(args, "split", None) or "both"
-    names = list(evaluation.SPLITS) if split == "both" else [split]
+    split = getattr(args, "split", None)
+    names = list(evaluation.SPLITS) if split == "both" else [split] if split else list(settings.evaluate.splits)
+    unknown = sorted(set(names) - set(evaluation.SPLITS))
+    if unknown or not names:
+        raise InputError(f"evaluate.splits: unknown split(s) {unknown or '(none given)'}; use "
+                         f"{', '.join(evaluation.SPLITS)}")
     progress.step("read silver.events", n_events)
     checkpoints = tables.checkpoint_path(settings, "eval", ctx.ds)
     inputs = None
