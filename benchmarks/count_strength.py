@@ -48,6 +48,7 @@ def main() -> int:
     from liverec.session import build_spark
 
     base = load_settings(overrides=[common[i + 1] for i in range(0, len(common) - 2, 2)])
+    base = dataclasses.replace(base, ease=dataclasses.replace(base.ease, enabled=False))  # only ALS is compared
     spark = build_spark(base, "bench-count")
     events = catalog.events_until(spark, base, DS).cache()
     n_events = events.count()

@@ -138,8 +138,9 @@ def test_embed_items_job_counts_skips_and_reencodes_only_changes(spark, settings
 
 
 def test_content_candidates_for_new_users_and_cold_items(spark, settings):
-    """ALS users get a slot for a cold item close to their taste; a user ALS does not know gets content."""
-    conf = settings.recommend
+    """With content slots on (off by default), ALS users get a slot for a cold item close to their taste; a user
+    ALS does not know gets content."""
+    conf = dataclasses.replace(settings.recommend, content_slots=2)
     x, y = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
     emb_rows = [(f"x{i}", x) for i in range(6)] + [(f"y{i}", y) for i in range(6)] + [("xcold", [0.9, 0.1, 0.0])]
     emb = spark.createDataFrame(emb_rows, "item_id string, embedding array<float>")

@@ -73,6 +73,7 @@ mlflow:
   artifact_root: {root / 'mlartifacts'}
 evaluate:
   report_dir: {root / 'reports'}
+  product: false  # the product row (a ranker trained per split) is tested on the demo pipeline; 6 of 18 minutes here
 als:
   max_iter: 5
 recommend:
@@ -178,6 +179,8 @@ def test_airflow_dags_test_runs_the_nightly_chain(spark, airflow_nightly):
     name = settings.ranker.registered_model
     assert recs.where(~F.col("model_version").startswith(f"ranker:{name}/")).count() == 0
     assert (Path(settings.evaluate.report_dir) / DS / "evaluation.md").is_file()
+    evaluated = json.loads((Path(settings.evaluate.report_dir) / DS / "evaluation.json").read_text())
+    assert [(r["split"], sorted(r["results"])) for r in evaluated] == [("temporal", ["als", "ease", "popularity"])]
 
 
 # --------------------------------------------------------------------------- standalone cluster

@@ -479,10 +479,12 @@ class OnlineScorer:
         return [int(all_items[f]) for f in first], found
 
     @staticmethod
-    def _rank_and_z(scores: np.ndarray | None, top: np.ndarray, allowed: np.ndarray, idx: np.ndarray, limit: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """(rank in the source's list of ``limit`` or limit + 1, z-score over the allowed items with the list's
-        last score for items beyond it) of the candidates ``idx``, as features.assemble computes them."""
+    def _rank_and_z(scores: np.ndarray | None, top: np.ndarray, allowed: np.ndarray, idx: np.ndarray, limit: int,
+                    listed_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(rank in the source's list of ``limit`` or limit + 1, z-score over the allowed items) of the candidates
+        ``idx``, as features.assemble computes them: an item without a score, or beyond the list when
+        ``listed_only`` (EASE: the batch knows a user's EASE scores only for the listed items), counts with the
+        list's last score."""
         ranks = np.full(len(idx), limit + 1, dtype=np.float64)
         z = np.zeros(len(idx), dtype=np.float64)
         if scores is None or len(top) == 0:
@@ -497,7 +499,8 @@ class OnlineScorer:
         mean, std = values.mean(), values.std()
         std = std if std > 0 else 1.0
         floor = scores[listed[-1]]
-        own = np.where(np.isfinite(scores[idx]), scores[idx], floor)
+        known = np.isfinite(scores[idx]) & ((ranks <= limit) if listed_only else True)
+        own = np.where(known, scores[idx], floor)
         return ranks, (own - mean) / std
 
     def features(self, req: Request, cands: list[int], als: np.ndarray | None, top: np.ndarray,
@@ -514,7 +517,7 @@ class OnlineScorer:
         dense[:, col["log_als_rank"]] = np.log1p(ranks)
         dense[:, col["als_z"]] = z
         ranks, z = self._rank_and_z(ease, ease_top if ease_top is not None else np.zeros(0, dtype=np.int64), allowed,
-                                    idx, self.meta["ease_candidates"])
+                                    idx, self.meta["ease_candidates"], listed_only=True)
         dense[:, col["log_ease_rank"]] = np.log1p(ranks)
         dense[:, col["ease_z"]] = z
         recent_all = [e.item for e in req.session] + (self.meta["recent"][req.user] if req.user is not None else [])
