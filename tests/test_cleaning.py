@@ -170,5 +170,11 @@ def test_count_events_strength_rule_in_spark_and_in_python(spark, settings_facto
             weights["purchase"] * (1 + math.log(100)), weights["rating"] * 4, weights["view"]]
     assert got == pytest.approx(want)
     assert [als.event_strength_value(s.als, weights, t, v) for t, v in cases] == pytest.approx(want)
+    # a rating that is also a count: both factors, in Spark and in Python
+    both = settings_factory("als.count_events=[rating]", "als.count_cap=100")
+    rating = spark.createDataFrame([("rating", 4.0)], "event_type string, value double")
+    want_rating = weights["rating"] * 4 * (1 + math.log(4))
+    assert rating.select(als.event_strength(both.als, weights)).first()[0] == pytest.approx(want_rating)
+    assert als.event_strength_value(both.als, weights, "rating", 4.0) == pytest.approx(want_rating)
     plain = settings_factory()
     assert [r[0] for r in df.select(als.event_strength(plain.als, weights)).collect()][:2] == [weights["purchase"]] * 2

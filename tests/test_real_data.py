@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import lakehouse, tables
+from liverec import lakehouse, tables, tracking
 from liverec.cli import main
 from liverec.ingest import RETAIL_PRODUCT_CODE
 from tests.conftest import cli_args, shared
@@ -50,7 +50,7 @@ def mlflow_summary(settings, stage: str) -> dict[str, float]:
 
     client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
     exp = client.get_experiment_by_name(settings.mlflow.experiment)
-    runs = client.search_runs([exp.experiment_id], f"tags.`liverec.stage` = '{stage}'",
+    runs = client.search_runs([exp.experiment_id], f"tags.`{tracking.STAGE_TAG}` = '{stage}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0].data.metrics
 
@@ -143,8 +143,6 @@ def _published(spark, settings):
 def _online_answer(settings, raw_user, k=5):
     import mlflow
     import pandas as pd
-
-    from liverec import tracking
 
     with tracking.caller_environment_kept():
         mlflow.set_tracking_uri(settings.tracking_uri())

@@ -38,9 +38,9 @@ def event_strength_value(conf: AlsSettings, weights: dict[str, float], event_typ
     if value is None:
         return w
     if conf.rating_as_strength and event_type == "rating":
-        return w * value
+        w *= value
     if event_type in conf.count_events and value >= 1:
-        return w * (1.0 + math.log(min(value, conf.count_cap)))
+        w *= 1.0 + math.log(min(value, conf.count_cap))
     return w
 
 

@@ -596,7 +596,9 @@ def _skip_reason(ds: str, stage: str = "build_ranker_examples") -> str:
     """The reason the newest run of ``stage`` for ``ds`` gave for writing nothing (MLflow tag SKIPPED_TAG)."""
     import mlflow
 
-    runs = mlflow.search_runs(filter_string=f"tags.`liverec.stage` = '{stage}' and tags.`liverec.ds` = '{ds}'",
+    from liverec.tracking import DS_TAG, STAGE_TAG
+
+    runs = mlflow.search_runs(filter_string=f"tags.`{STAGE_TAG}` = '{stage}' and tags.`{DS_TAG}` = '{ds}'",
                               order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     if runs and SKIPPED_TAG in runs[0].data.tags:
         return f"its run {runs[0].info.run_id}: {runs[0].data.tags[SKIPPED_TAG]}"
@@ -798,7 +800,7 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
 # --------------------------------------------------------------------------- evaluate
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", choices=("random", "temporal", "both"),
+    p.add_argument("--split", choices=(*evaluation.SPLITS, "both"),
                    help="per-user stratified random split, temporal cut-off, or both (default: conf evaluate.splits)")
     p.add_argument("--k", type=int, help="cut-off K (default: conf evaluate.k)")
     p.add_argument("--output", help="also write the results as JSON to this file")

@@ -12,6 +12,8 @@ from liverec.config import Settings
 
 # what mlflow.set_tracking_uri / set_experiment export for child processes (the training processes)
 EXPORTED = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+# the tags of every job's MLflow run (search runs by them: tags.`liverec.stage` = 'clean')
+STAGE_TAG, DS_TAG = "liverec.stage", "liverec.ds"
 
 
 @contextlib.contextmanager
@@ -53,6 +55,6 @@ def job_run(settings: Settings, stage: str, ds: str, params: dict[str, Any] | No
     import mlflow
 
     configure(settings)
-    with mlflow.start_run(run_name=f"{stage}-{ds}", tags={"liverec.stage": stage, "liverec.ds": ds}) as run:
+    with mlflow.start_run(run_name=f"{stage}-{ds}", tags={STAGE_TAG: stage, DS_TAG: ds}) as run:
         mlflow.log_params({"stage": stage, "ds": ds, **(params or {})})
         yield run
