@@ -1,7 +1,9 @@
 """liverec_nightly: the daily batch, one spark-submit per job, for the run's logical date.
 
-ingest -> clean -> (embed_items -> build_profiles, train_als, train_ease) -> recommend_nightly
-    -> (publish_online, evaluate)
+The tasks are the stages declared for this DAG and each waits for the stages whose tables it reads
+(``liverec.stages``; ``liverec stages`` lists them): ingest -> (clean, embed_items); clean -> (train_als,
+train_ease); (clean, embed_items) -> build_profiles and evaluate; (build_profiles, train_als, train_ease) ->
+recommend_nightly -> publish_online.
 
 build_profiles waits for embed_items because a profile's content vector is the mean of its items'
 text embeddings. recommend_nightly ranks with the registry's champion ranker (liverec_training
@@ -16,7 +18,7 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param
 from airflow.timetables.interval import CronDataIntervalTimetable
-from liverec_tasks import DEFAULT_ARGS, PARAMS, LiverecJob
+from liverec_tasks import DEFAULT_ARGS, PARAMS, stage_tasks
 
 with DAG(
     dag_id="liverec_nightly",
@@ -32,24 +34,14 @@ with DAG(
     params={
         **PARAMS,
         "source": Param("events", type="string", description="ingest --source (events, movielens, online_retail, "
-                                                             "edges, demo)"),
+                                                             "filmtrust, otto, edges, demo)"),
         "input": Param("", type="string", description="ingest --input (a file or folder; empty for demo)"),
         "items": Param("", type="string", description="ingest --items (with source events)"),
         "evaluate_split": Param("both", enum=["both", "random", "temporal"], description="evaluate --split"),
     },
     tags=["liverec"],
 ) as dag:
-    ingest = LiverecJob(task_id="ingest", job="ingest", options={
-        "--source": "{{ params.source }}", "--input": "{{ params.input }}", "--items": "{{ params.items }}"})
-    clean = LiverecJob(task_id="clean", job="clean_events")
-    embed = LiverecJob(task_id="embed_items", job="embed_items")
-    profiles = LiverecJob(task_id="build_profiles", job="build_profiles")
-    als = LiverecJob(task_id="train_als", job="train_als")
-    ease = LiverecJob(task_id="train_ease", job="train_ease")
-    recommend = LiverecJob(task_id="recommend_nightly", job="recommend_nightly")
-    publish = LiverecJob(task_id="publish_online", job="publish_online")
-    evaluate = LiverecJob(task_id="evaluate", job="evaluate", options={"--split": "{{ params.evaluate_split }}"})
-
-    ingest >> clean >> [embed, als, ease]
-    embed >> profiles
-    [profiles, als, ease] >> recommend >> [publish, evaluate]
+    stage_tasks("nightly", options={
+        "ingest": {"--source": "{{ params.source }}", "--input": "{{ params.input }}", "--items": "{{ params.items }}"},
+        "evaluate": {"--split": "{{ params.evaluate_split }}"},
+    })

@@ -7,6 +7,11 @@ override them), then the Airflow Variables ``liverec_spark_conn_id`` / ``liverec
 ``spark_default`` / no overlay. The jobs folder is ``liverec_jobs_dir`` (a Variable), else the
 ``jobs/`` folder beside this DAG folder, so a checkout of the repository works as it is.
 
+The tasks and their dependencies come from the stages' declarations (``liverec.stages``: what each stage
+reads and writes, and the DAG it belongs to): ``stage_tasks`` builds one task per declared stage and links it
+to the tasks whose outputs it reads. Importing them needs the ``liverec`` package (no Spark): installed, or
+the ``lib/`` folder beside this DAG folder.
+
 The scheduler calls the jobs' own ``spark-submit``: it must be on the PATH of the Airflow workers
 (e.g. the liverec virtual environment's bin), as the provider requires.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,9 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Param, Variable
 
 REPO_JOBS = Path(__file__).resolve().parents[1] / "jobs"
+REPO_LIB = Path(__file__).resolve().parents[1] / "lib"
+if REPO_LIB.is_dir() and str(REPO_LIB) not in sys.path:
+    sys.path.append(str(REPO_LIB))  # an installed liverec wins over the checkout's
 
 DEFAULT_ARGS = {
     "owner": "liverec",
@@ -69,3 +78,20 @@ class LiverecJob(SparkSubmitOperator):
         self._hook = None  # built from the resolved connection
         self.log.info("liverec job %s, connection %s, args %s", self.application, self._conn_id, args)
         super().execute(context)
+
+
+def stage_tasks(dag: str, options: dict[str, dict[str, str]] | None = None) -> dict[str, LiverecJob]:
+    """One ``LiverecJob`` per stage declared for ``dag`` (``liverec.stages``), each downstream of the tasks
+    whose outputs it reads; ``options`` per stage (templated). Call it inside the ``with DAG(...)`` block."""
+    from liverec.stages import STAGES, dag_dependencies
+
+    options = options or {}
+    deps = dag_dependencies(dag)
+    unknown = sorted(set(options) - set(deps))
+    if unknown:
+        raise ValueError(f"options for stages that are not tasks of the {dag} DAG: {unknown}")
+    tasks = {name: LiverecJob(task_id=name, job=STAGES[name].job_file, options=options.get(name)) for name in deps}
+    for name, upstream in deps.items():
+        for up in upstream:
+            tasks[up] >> tasks[name]
+    return tasks

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import DAG
-from liverec_tasks import DEFAULT_ARGS, PARAMS, LiverecJob
+from liverec_tasks import DEFAULT_ARGS, PARAMS, stage_tasks
 
 with DAG(
     dag_id="liverec_training",
@@ -28,8 +28,5 @@ with DAG(
     params=PARAMS,
     tags=["liverec"],
 ) as dag:
-    examples = LiverecJob(task_id="build_ranker_examples", job="build_ranker_examples")
-    train = LiverecJob(task_id="train_ranker", job="train_ranker", options={"--no-promote": "true"})
-    promote = LiverecJob(task_id="promote_ranker", job="promote_ranker")
-
-    examples >> train >> promote
+    # train_ranker registers only; promote_ranker runs the gate
+    stage_tasks("training", options={"train_ranker": {"--no-promote": "true"}})

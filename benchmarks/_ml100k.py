@@ -8,14 +8,14 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import functions as F
 
-from liverec import embeddings, ingest, metrics
+from liverec import embeddings, metrics, readers
 from liverec.cleaning import parse_ts
 
 
 def load(spark, settings, data_dir: str):
     """(events, items, item_emb): events (user_id, item_id, event_type, value, ts), cached; items (item_id,
     title, categories, description); item_emb (item_id, embedding, ..., categories), cached and counted."""
-    data = ingest.read_movielens(spark, str(Path(data_dir) / "ml-100k"))
+    data = readers.read_movielens(spark, str(Path(data_dir) / "ml-100k"))
     events = data.events.select("user_id", "item_id", "event_type", F.col("value").cast("double").alias("value"),
                                 parse_ts(F.col("ts")).alias("ts")).cache()
     cats = F.filter(F.split(F.coalesce(F.col("category"), F.lit("")), r"\|"), lambda c: c != "")

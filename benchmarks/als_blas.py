@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = textwrap.dedent("""
     import dataclasses, json, sys, time
     from pyspark.sql import functions as F
-    from liverec import als, ingest
+    from liverec import als, readers
     from liverec.cleaning import parse_ts
     from liverec.config import load_settings
     from liverec.session import build_spark
@@ -36,7 +36,7 @@ CHILD = textwrap.dedent("""
     s = load_settings(overrides=[f"scratch_dir={scratch}", "spark.master=local[2]", "spark.shuffle_partitions=4",
                                  f"spark.conf.spark.driver.extraJavaOptions={java_opts}"])
     spark = build_spark(s, "bench-blas")
-    ev = ingest.read_movielens(spark, data).events.select(
+    ev = readers.read_movielens(spark, data).events.select(
         "user_id", "item_id", "event_type", F.col("value").cast("double").alias("value"),
         parse_ts(F.col("ts")).alias("ts"))
     pairs = als.strengths(ev, s.als, s.clean.event_weights)

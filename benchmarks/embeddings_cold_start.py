@@ -29,7 +29,7 @@ from pathlib import Path
 from _measure import machine, write_results
 from pyspark.sql import functions as F
 
-from liverec import als, embeddings, ingest, metrics, vectors
+from liverec import als, embeddings, metrics, readers, vectors
 from liverec.cleaning import parse_ts
 from liverec.config import load_settings
 from liverec.session import build_spark
@@ -43,8 +43,8 @@ SETTINGS = [  # (tasks, torch threads per task, batch size)
 
 def catalogue_texts(spark, settings, data: Path):
     """item_texts rows (with a text) of ml-100k and UCI Online Retail, ids prefixed by their source."""
-    ml = ingest.read_movielens(spark, str(data / "ml-100k")).items
-    retail = ingest.read_online_retail(spark, str(data / "uci-online-retail" / "online_retail.csv.xz"),
+    ml = readers.read_movielens(spark, str(data / "ml-100k")).items
+    retail = readers.read_online_retail(spark, str(data / "uci-online-retail" / "online_retail.csv.xz"),
                                        settings.scratch_dir).items
     both = None
     for name, items in (("ml", ml), ("retail", retail)):
@@ -81,7 +81,7 @@ def _lists(recs, labels):
 
 def cold_start(spark, settings, data: Path, seed: int, item_vecs) -> dict:
     """One seed's cold-start evaluation (see the module doc)."""
-    raw = ingest.read_movielens(spark, str(data / "ml-100k")).events
+    raw = readers.read_movielens(spark, str(data / "ml-100k")).events
     events = raw.select(F.concat(F.lit("u"), "user_id").alias("user_id"),
                         F.concat(F.lit("ml:"), "item_id").alias("item_id"), "event_type",
                         F.col("value").cast("double").alias("value"), parse_ts(F.col("ts")).alias("ts"))

@@ -29,7 +29,7 @@ from pathlib import Path
 from _measure import machine, write_results
 from pyspark.sql import functions as F
 
-from liverec import als, ingest, metrics, splits, vectors
+from liverec import als, metrics, readers, splits, vectors
 from liverec.cleaning import parse_ts
 from liverec.config import load_settings
 from liverec.session import build_spark
@@ -44,7 +44,7 @@ QUICK_GRID = {"rank": (24,), "reg_param": (0.01,), "alpha": (0.25,)}
 
 
 def load_events(spark, data: str):
-    raw = ingest.read_movielens(spark, data).events
+    raw = readers.read_movielens(spark, data).events
     return raw.select("user_id", "item_id", "event_type", F.col("value").cast("double").alias("value"),
                       parse_ts(F.col("ts")).alias("ts")).cache()
 

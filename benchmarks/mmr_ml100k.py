@@ -4,7 +4,7 @@
 
 Protocol: the batch-core per-user stratified random 75/25 split (benchmarks/ml100k_als.py's seeds and
 hash), the tuned ALS (conf defaults) fitted on the training part, each user's best ``--pool`` unseen
-items by ALS score, then the nightly job's own MMR (``liverec.ranking.diversify``: relevance = score
+items by ALS score, then the nightly job's own MMR (``liverec.diversity.diversify``: relevance = score
 min-max scaled within the pool, similarity = cosine of the packaged MiniLM's title + genre
 embeddings) picks 10 for every lambda. Relevance comes from ALS, not the deep ranker: ALS keeps the
 curve reproducible without a training run per seed (benchmarks/product_ml100k.py measures MMR on the
@@ -30,7 +30,7 @@ import pandas as pd
 from _measure import machine, write_results
 from pyspark.sql import functions as F
 
-from liverec import als, ranking, splits, vectors
+from liverec import als, diversity, splits, vectors
 from liverec.config import load_settings
 from liverec.session import build_spark
 
@@ -68,7 +68,7 @@ def one_seed(spark, settings, events, item_emb, genre_vecs, text_vecs, seed: int
     rows = []
     for lam in LAMBDAS:
         t = time.monotonic()
-        picked = ranking.diversify(scored, item_emb, 10, lam, pool).select("user_id", "item_id", "rank").toPandas()
+        picked = diversity.diversify(scored, item_emb, 10, lam, pool).select("user_id", "item_id", "rank").toPandas()
         seconds = time.monotonic() - t
         m = _ml100k.ndcg_of(spark, picked.assign(score=-picked["rank"].astype(float)), test_pd)
         rows.append({"seed": seed, "lambda": lam, "ndcg@10": m["ndcg"], "precision@10": m["precision"],

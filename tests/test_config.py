@@ -1,9 +1,12 @@
+import re
 from pathlib import Path
 
 import pytest
 
 from liverec.config import as_flat_dict, load_settings
 from liverec.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_from_base_and_local(monkeypatch):
@@ -75,9 +78,44 @@ def test_stages_lists_the_pipeline_in_order_and_the_stages_run_alone(capsys):
 
     assert main(["stages"]) == 0
     out = capsys.readouterr().out
-    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    listed = [line.split()[0] for line in out.splitlines() if re.match(r"  \S", line)]
     alone = sorted(set(STAGES) - set(PIPELINE))
     assert listed == [*PIPELINE, *alone] and {"stream_events", "promote_ranker"} <= set(alone)
+    assert "reads bronze.events, silver.events -> writes silver.events, silver.quarantine (jobs/clean_events.py" in out
     for name in listed:  # each has its spark-submit entry point
-        assert (Path(__file__).resolve().parents[1] / "jobs" / f"{'clean_events' if name == 'clean' else name}.py"
-                ).is_file(), name
+        assert (REPO / "jobs" / f"{STAGES[name].job_file}.py").is_file(), name
+
+
+def test_the_pipeline_order_follows_what_each_stage_reads_and_writes():
+    from liverec import tables
+    from liverec.stages import PIPELINE, STAGES
+    from liverec.stages.base import CHAMPION, EVALUATION_REPORT, INPUT_FILES, LANDING, ONLINE_MODEL, RANKER_VERSION
+
+    # by hand: the order the stages' data needs
+    assert PIPELINE == ("ingest", "clean", "embed_items", "build_profiles", "train_als", "train_ease",
+                        "build_ranker_examples", "train_ranker", "recommend_nightly", "publish_online", "evaluate")
+    known = {*tables.ALL_TABLES, CHAMPION, EVALUATION_REPORT, INPUT_FILES, LANDING, ONLINE_MODEL, RANKER_VERSION}
+    for i, name in enumerate(PIPELINE):
+        stage = STAGES[name]
+        assert set(stage.reads) | set(stage.writes) <= known, name
+        for later in PIPELINE[i + 1:]:  # nothing it reads is written by a stage that runs after it
+            assert not set(STAGES[later].writes) & (set(stage.reads) - set(stage.writes)), (name, later)
+
+
+def test_the_dags_link_each_task_to_the_tasks_whose_tables_it_reads():
+    from liverec.stages import NIGHTLY, TRAINING, dag_dependencies
+
+    # by hand, from what each stage reads (implied links left out: ingest -> build_profiles goes through clean)
+    assert dag_dependencies(NIGHTLY) == {
+        "ingest": [], "clean": ["ingest"], "embed_items": ["ingest"], "build_profiles": ["clean", "embed_items"],
+        "train_als": ["clean"], "train_ease": ["clean"], "recommend_nightly": ["build_profiles", "train_als",
+                                                                               "train_ease"],
+        "publish_online": ["recommend_nightly"], "evaluate": ["clean", "embed_items"]}
+    assert dag_dependencies(TRAINING) == {"build_ranker_examples": [], "train_ranker": ["build_ranker_examples"],
+                                          "promote_ranker": ["train_ranker"]}
+
+
+def test_the_readme_stage_table_is_the_declared_one():
+    from liverec.stages import stage_table
+
+    assert stage_table() in (REPO / "README.md").read_text(), "README.md's stage table is stale: paste stage_table()"

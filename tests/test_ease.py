@@ -6,7 +6,7 @@ import pytest
 
 from liverec import ease
 from liverec.errors import InputError
-from liverec.ranker.registry import list_quality, top_n_ndcg
+from liverec.metrics import list_quality, top_n_ndcg
 
 
 def _pairs(spark, seed=0, users=40, items=25):

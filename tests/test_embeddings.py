@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import embeddings, lakehouse, profiles, recommend, tables
+from liverec import embeddings, fallback, lakehouse, profiles, tables
 from liverec.cli import main
 from tests.conftest import cli_args, silver
 
@@ -159,7 +159,7 @@ def test_content_candidates_for_new_users_and_cold_items(spark, settings):
                                "user_id string, user_idx int, features array<float>")
     itf = spark.createDataFrame([(i, n, v) for n, (i, v) in enumerate(emb_rows[:-1])],  # ALS never saw xcold
                                 "item_id string, item_idx int, features array<float>")
-    recs = recommend.nightly(events, items, prof, uf, itf, "run1", conf, "2024-03-10", emb, "content:test@d")
+    recs = fallback.nightly(events, items, prof, uf, itf, "run1", conf, "2024-03-10", emb, "content:test@d")
     got = recs.collect()
     by_user = {}
     for r in got:

@@ -6,7 +6,7 @@ import os
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import ingest, lakehouse, tables, tracking
+from liverec import ingest, lakehouse, readers, tables, tracking
 from liverec.cli import main
 from tests.conftest import cli_args
 
@@ -77,7 +77,7 @@ def test_logs_without_timestamps_filmtrust_and_otto(spark, tmp_path):
     ft.mkdir()
     (ft / "ratings.txt").write_text("1 1 2\n1 2 3.5\n2 1 4\nbroken\n")
     (ft / "trust.txt").write_text("2 1 1\n1 3 1\n")
-    got = ingest.read_filmtrust(spark, str(ft), "2024-01-15T00:00:00")
+    got = readers.read_filmtrust(spark, str(ft), "2024-01-15T00:00:00")
     ev = got.events.orderBy("user_id", "item_id").collect()
     assert [(r["user_id"], r["item_id"], r["value"], r["event_type"]) for r in ev if r["raw_record"] is None] == [
         ("1", "1", "2", "rating"), ("1", "2", "3.5", "rating"), ("2", "1", "4", "rating")]
@@ -90,7 +90,7 @@ def test_logs_without_timestamps_filmtrust_and_otto(spark, tmp_path):
                                                          {"aid": 12, "ts": 1659304904511, "type": "carts"},
                                                          {"aid": 12, "ts": 1659304905000, "type": "orders"}]})
                     + "\n{not json\n")
-    rows = ingest.read_otto(spark, str(otto)).events.collect()
+    rows = readers.read_otto(spark, str(otto)).events.collect()
     good = sorted((r["user_id"], r["item_id"], r["event_type"], r["ts"], r["session_id"]) for r in rows
                   if r["raw_record"] is None)
     assert good == [("7", "11", "click", "1659304800025", "7"), ("7", "12", "add_to_cart", "1659304904511", "7"),

@@ -119,7 +119,7 @@ def test_online_features_equal_the_batch_features(spark, ml100k_pipeline, online
     from liverec import candidates, catalog, features
     from liverec.cleaning import id_key
     from liverec.features import DENSE_FEATURES
-    from liverec.stages import Context, latest_ease
+    from liverec.stages.base import Context, latest_ease
 
     settings, ds = ml100k_pipeline, "2024-01-15"
     scorer = online_model.unwrap_python_model().scorer
@@ -243,7 +243,7 @@ def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, t
 
 
 def test_bundle_rows_per_user_keep_their_order_and_drop_unknown_ids():
-    from liverec.online import _csr
+    from liverec.online_bundle import _csr
 
     rows = pd.DataFrame({"user_id": ["b", "a", "x", "b", "a"], "item_id": ["i2", "i1", "i1", "i9", "i3"],
                          "v": [1.0, 2.0, 3.0, 4.0, 5.0]})

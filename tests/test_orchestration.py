@@ -2,9 +2,10 @@
 
 - The DAG folder loads in Airflow's DagBag with the expected tasks, dependencies and schedules.
 - ``airflow dags test liverec_nightly`` runs every task (spark-submit of each job) on demo data
-  against a Spark standalone cluster (a master and two one-core workers on 127.0.0.1, real JVM
-  daemons), ranking with the champion ranker of the test pipeline's registry, so the model's trip to
-  the executors is exercised (slow). One chain checks both: the scheduler's spark-submit calls and
+  against a Spark standalone cluster (a master and a two-core worker on 127.0.0.1, real JVM daemons:
+  each job is a driver and an executor, the fewest JVMs that still put the work on the cluster),
+  ranking with the champion ranker of the test pipeline's registry, so the model's trip to the
+  executors is exercised (slow). One chain checks both: the scheduler's spark-submit calls and
   the jobs running on a cluster rather than in ``local[*]``.
 """
 
@@ -20,25 +21,16 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import lakehouse, tables
+from liverec import lakehouse, stages, tables
 from liverec.config import load_settings
+from liverec.stages import STAGES, dag_dependencies
 from tests.conftest import DEMO_DS, FAST_JVM, REPO, SMALL_DATA, VENV_BIN, job_env
 
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
 DS = DEMO_DS  # the demo log ends 2026-11-01
-NIGHTLY = {
-    "ingest": [],
-    "clean": ["ingest"],
-    "embed_items": ["clean"],
-    "train_als": ["clean"],
-    "train_ease": ["clean"],
-    "build_profiles": ["embed_items"],
-    "recommend_nightly": ["build_profiles", "train_als", "train_ease"],
-    "publish_online": ["recommend_nightly"],
-    "evaluate": ["recommend_nightly"],
-}
-TRAINING = {"build_ranker_examples": [], "train_ranker": ["build_ranker_examples"],
-            "promote_ranker": ["train_ranker"]}
+# what the DAGs must hold: the stages' declarations (tests/test_config.py checks those by hand)
+NIGHTLY = dag_dependencies(stages.NIGHTLY)
+TRAINING = dag_dependencies(stages.TRAINING)
 
 
 def _airflow_env(home: Path) -> dict[str, str]:
@@ -79,11 +71,13 @@ als:
 recommend:
   als_candidates: 50
   mmr_pool: 30
+embeddings:
+  partitions: 1  # one Python worker loads the encoder
 demo:
   output_dir: {demo_dir}
-  events: 8000
-  users: 300
-  items: 200
+  events: 4000
+  users: 150
+  items: 120
 """
     root.mkdir(parents=True, exist_ok=True)
     path = root / "conf.yaml"
@@ -103,6 +97,7 @@ for dag in bag.dags.values():
         "operators": sorted({type(t).__name__ for t in dag.tasks}),
         "bases": sorted({b.__name__ for t in dag.tasks for b in type(t).__mro__}),
         "jobs": {t.task_id: t.job for t in dag.tasks},
+        "options": {t.task_id: t.options for t in dag.tasks},
         "catchup": dag.catchup, "timetable": type(dag.timetable).__name__,
         "summary": getattr(dag.timetable, "expression", None) or getattr(dag.timetable, "_expression", None),
         "retries": {t.task_id: t.retries for t in dag.tasks},
@@ -123,8 +118,10 @@ print("RESULT " + json.dumps(out))
         assert dag["operators"] == ["LiverecJob"] and "SparkSubmitOperator" in dag["bases"]
         assert dag["catchup"] is False and dag["backoff"] and min(dag["retries"].values()) >= 1
         assert {"spark_conn_id", "conf_path"} <= set(dag["params"])
-        for job in dag["jobs"].values():
-            assert (REPO / "jobs" / f"{job}.py").is_file(), job
+        for task, job in dag["jobs"].items():
+            assert job == STAGES[task].job_file and (REPO / "jobs" / f"{job}.py").is_file(), job
+    assert training["options"]["train_ranker"] == {"--no-promote": "true"}
+    assert nightly["options"]["evaluate"] == {"--split": "{{ params.evaluate_split }}"}
     # nightly: the run of the day [D, D+1) processes ds = D; training: Sundays
     assert nightly["timetable"] == "CronDataIntervalTimetable" and nightly["summary"] == "0 0 * * *"
     assert training["summary"] == "0 3 * * 0"
@@ -164,17 +161,18 @@ def test_airflow_dags_test_runs_the_nightly_chain(spark, airflow_nightly):
     for task, upstream in NIGHTLY.items():
         assert all(finished.index(u) < finished.index(task) for u in upstream), finished
     assert "spark-submit" in log and "--ds 2026-11-02" in log and airflow_nightly["master"] in log
-    # the jobs really ran on the cluster: the master registered every job's application, both workers ran
-    # executors
+    # the jobs really ran on the cluster: the master registered every job's application and the worker ran an
+    # executor for each
     master_log = (airflow_nightly["cluster_root"] / "master.log").read_text()
-    assert master_log.count("Registered app liverec-") >= len(NIGHTLY), master_log[-2000:]
-    for w in (1, 2):
-        assert list((airflow_nightly["cluster_root"] / f"work{w}").glob("app-*/*/stderr")), f"worker {w} idle"
+    apps = set(re.findall(r"Registered app (liverec-\w+)", master_log))
+    assert apps == {f"liverec-{task}" for task in NIGHTLY}, master_log[-2000:]
+    ran = list((airflow_nightly["cluster_root"] / "work").glob("app-*/*/stderr"))
+    assert len({p.parent.parent.name for p in ran}) >= len(NIGHTLY), ran
     assert not re.search(r"new_state=(failed|up_for_retry)", log)
     settings = load_settings(str(airflow_nightly["conf"]))
     recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == DS)
     per_user = recs.groupBy("user_id").count()
-    assert per_user.count() > 100 and per_user.where(F.col("count") != settings.recommend.top_n).count() == 0
+    assert per_user.count() > 50 and per_user.where(F.col("count") != settings.recommend.top_n).count() == 0
     # the nightly DAG trains no ranker: it ranks with the registry's champion (the pipeline's)
     name = settings.ranker.registered_model
     assert recs.where(~F.col("model_version").startswith(f"ranker:{name}/")).count() == 0
@@ -193,7 +191,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory):
-    """A Spark standalone master and two one-core workers on 127.0.0.1 (real JVM daemons)."""
+    """A Spark standalone master and a two-core worker on 127.0.0.1 (real JVM daemons)."""
     root = tmp_path_factory.mktemp("cluster")
     port = _free_port()
     env = job_env(SPARK_LOCAL_IP="127.0.0.1", SPARK_NO_DAEMONIZE="1", **FAST_JVM)
@@ -208,16 +206,15 @@ def standalone(tmp_path_factory):
     url = f"spark://127.0.0.1:{port}"
     start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
           "--webui-port", str(_free_port()))
-    for w in (1, 2):
-        start(f"worker{w}", "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
-              "--memory", "2g", "--webui-port", str(_free_port()), "--work-dir", str(root / f"work{w}"))
+    start("worker", "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "2",
+          "--memory", "3g", "--webui-port", str(_free_port()), "--work-dir", str(root / "work"))
     deadline = time.monotonic() + 180
     try:
-        while (root / "master.log").read_text().count("Registering worker") < 2:
+        while (root / "master.log").read_text().count("Registering worker") < 1:
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise AssertionError("the standalone cluster did not come up:\n" +
                                      "\n".join((root / f"{n}.log").read_text()[-2000:]
-                                               for n in ("master", "worker1", "worker2")))
+                                               for n in ("master", "worker")))
             time.sleep(1)
         yield {"url": url, "env": env, "root": root}
     finally:

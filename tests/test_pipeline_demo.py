@@ -1,4 +1,5 @@
-"""End to end on generated data: the dirt the generator put in is exactly what cleaning takes out."""
+"""End to end on generated data (the shared demo chain, conftest's demo_pipeline): the dirt the generator put in
+is exactly what cleaning takes out; a rerun replaces its date; the tables are Delta for Spark and deltalake."""
 
 import json
 import re
@@ -12,23 +13,15 @@ from pyspark.sql import functions as F
 
 from liverec import lakehouse, tables
 from liverec.cli import main
-from tests.conftest import REPO, VENV_BIN, cli_args, job_env
+from tests.conftest import DEMO_DS, REPO, VENV_BIN, cli_args, job_env, restored
 
-DS = "2026-11-02"
-SMALL = ["--set", "demo.events=20000", "--set", "demo.users=400", "--set", "demo.items=300"]
+DS = DEMO_DS
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, spark):
-    from tests.conftest import settings_for
-
-    root = tmp_path_factory.mktemp("demo")
-    settings = settings_for(root)
-    assert main(["generate", *cli_args(settings), *SMALL]) == 0
-    manifest = json.loads((Path(settings.demo.output_dir) / "manifest.json").read_text())
-    assert main(["run", "ingest", *cli_args(settings), "--ds", DS, "--source", "demo"]) == 0
-    assert main(["run", "clean", *cli_args(settings), "--ds", DS]) == 0
-    return settings, manifest
+def demo_run(demo_pipeline):
+    """The shared demo chain's settings and the generator's manifest (what dirt it put in)."""
+    return demo_pipeline, json.loads((Path(demo_pipeline.demo.output_dir) / "manifest.json").read_text())
 
 
 def test_quarantine_matches_the_generated_dirt(spark, demo_run):
@@ -60,6 +53,12 @@ def test_no_raw_user_ids_past_bronze(spark, demo_run):
 
 def test_rerun_of_a_date_replaces_it_and_other_dates_dedupe(spark, demo_run, capsys):
     settings, manifest = demo_run
+    with restored(spark, settings, tables.BRONZE_EVENTS, tables.BRONZE_ITEMS, tables.BRONZE_SOCIAL,
+                  tables.SILVER_EVENTS, tables.SILVER_QUARANTINE):
+        _rerun_and_other_date(spark, settings, manifest, capsys)
+
+
+def _rerun_and_other_date(spark, settings, manifest, capsys):
     v0 = lakehouse.version(spark, settings, tables.SILVER_EVENTS)
     assert main(["run", "clean", *cli_args(settings), "--ds", DS]) == 0
     out = capsys.readouterr().out
@@ -80,7 +79,7 @@ def test_rerun_of_a_date_replaces_it_and_other_dates_dedupe(spark, demo_run, cap
 def test_tables_are_delta_for_spark_and_for_deltalake(spark, demo_run):
     settings, manifest = demo_run
     written = (tables.BRONZE_EVENTS, tables.BRONZE_ITEMS, tables.BRONZE_SOCIAL, tables.SILVER_EVENTS,
-               tables.SILVER_QUARANTINE)  # what ingest + clean write
+               tables.SILVER_QUARANTINE)  # what ingest + clean wrote
     for table in written:
         path = tables.table_path(settings, table)
         n_spark = spark.read.format("delta").load(path).count()
@@ -111,3 +110,36 @@ def test_python_entry_point_and_spark_submit_errors(tmp_path):
     assert bad.returncode == 2
     # spark-submit merges the Python driver's stderr into its stdout
     assert "liverec ingest: error: events input path does not exist" in bad.stdout + bad.stderr
+
+
+def test_every_stage_wrote_what_it_declares(spark, demo_pipeline):
+    """The stages' declarations (which order the pipeline and the DAGs) against the demo chain's lakehouse and
+    registry: every table a pipeline stage declares it writes has rows for the run's ds, every model it declares
+    is registered under its alias, the evaluation report is there."""
+    import mlflow
+
+    from liverec.stages import PIPELINE, STAGES
+    from liverec.stages.base import CHAMPION, EVALUATION_REPORT, ONLINE_MODEL, RANKER_VERSION
+
+    settings = demo_pipeline
+    client = mlflow.MlflowClient(settings.tracking_uri())
+    ranker, online = settings.ranker.registered_model, settings.online.registered_model
+    written = set()
+    for name in PIPELINE:
+        for out in STAGES[name].writes:
+            written.add(out)
+            if out in tables.ALL_TABLES:
+                rows = lakehouse.read(spark, settings, out).where(F.col("ds") == DS).limit(1).count()
+                assert rows == 1, (name, out)
+            elif out == RANKER_VERSION:
+                assert client.search_model_versions(f"name='{ranker}'"), name
+            elif out == CHAMPION:
+                assert client.get_model_version_by_alias(ranker, settings.ranker.champion_alias), name
+            elif out == ONLINE_MODEL:
+                assert client.get_model_version_by_alias(online, settings.online.alias), name
+            else:
+                assert out == EVALUATION_REPORT and (Path(settings.evaluate.report_dir) / DS / "evaluation.json"
+                                                     ).is_file(), (name, out)
+    # every table the lakehouse holds was declared by some stage of the pipeline
+    on_disk = {t for t in tables.ALL_TABLES if lakehouse.exists(spark, settings, t)}
+    assert on_disk <= written, on_disk - written

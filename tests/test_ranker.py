@@ -12,8 +12,9 @@ from pyspark.sql import functions as F
 
 from liverec import lakehouse, tables
 from liverec.cli import main
+from liverec.metrics import ndcg_at_k
 from liverec.ranker import examples as ex
-from liverec.ranker.model import Ranker, RankerShape, ndcg_at_k
+from liverec.ranker.model import Ranker, RankerShape
 from tests.conftest import DEMO_DS, T0, cli_args, silver
 
 

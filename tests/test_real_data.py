@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from liverec import lakehouse, tables, tracking
 from liverec.cli import main
-from liverec.ingest import RETAIL_PRODUCT_CODE
+from liverec.readers import RETAIL_PRODUCT_CODE
 from tests.conftest import cli_args, shared
 
 DS = "2024-01-15"

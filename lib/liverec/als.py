@@ -1,4 +1,5 @@
-"""Implicit-feedback ALS (``pyspark.ml``) and top-N scoring over its factors.
+"""Implicit-feedback ALS (``pyspark.ml``): the event-strength rule, the fit and its factor tables (top-N over the
+factors: ``vectors.top_items``).
 
 Strength of a (user, item) pair = sum over its events of ``event_strength`` (the type's weight, x the
 rating for ratings when ``rating_as_strength``, x a log of the count for ``count_events``) x time decay;

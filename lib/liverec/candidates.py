@@ -45,21 +45,10 @@ def _source(rows: DataFrame, source: str, order: Any, via: Any = None, extra: di
 
 
 def als_lists(f: Features, users: DataFrame, k: int) -> DataFrame:
-    """(user_id, items array<string>, scores, score_mean, score_std): each user's top ``k`` unseen items by
-    the features' ALS factors."""
+    """(user_id, item_id, rank, score, score_mean, score_std): each user's top ``k`` unseen items by the
+    features' ALS factors."""
     uf = f.user_factors.join(users.select("user_id").distinct(), "user_id")
-    seen_idx = (f.seen.join(uf.select("user_id", "user_idx"), "user_id")
-                .join(f.item_factors.select("item_id", "item_idx"), "item_id")
-                .groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen")))
-    top = vectors.top_k(uf.select("user_idx", "features"), f.item_factors.select("item_idx", "features"),
-                        seen_idx, k)
-    ids = F.broadcast(f.item_factors.select("item_idx", "item_id"))
-    rows = top.select("user_idx", "score_mean", "score_std", F.posexplode(F.arrays_zip("items", "scores"))
-                      .alias("pos", "x"))
-    return (rows.join(uf.select("user_id", "user_idx"), "user_idx")
-            .join(ids, F.col("x.items") == F.col("item_idx"))
-            .select("user_id", "item_id", (F.col("pos") + 1).alias("rank"), F.col("x.scores").alias("score"),
-                    "score_mean", "score_std"))
+    return vectors.top_items(uf, f.item_factors, f.seen, k)
 
 
 def ease_lists(spark: SparkSession, model: ease.EaseModel, seen: DataFrame, users: DataFrame, k: int

@@ -65,16 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                                        "application (default: all)")
     gen = sub.add_parser("generate", help="write the demo event log (with deliberate dirt)")
     _common(gen)
-    from liverec.stages import _generate_args
+    from liverec.stages import generate_arguments
 
-    _generate_args(gen)
+    generate_arguments(gen)
     serve = sub.add_parser("serve", help="serve the online model (mlflow models serve --env-manager local)")
     serve.add_argument("--conf", help="config overlay file (default: conf/local.yaml)")
     serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     serve.add_argument("--host", help="address to listen on (default: conf online.host)")
     serve.add_argument("--port", type=int, help="port (default: conf online.port)")
     serve.add_argument("--version", help="serve this registered version instead of the online alias")
-    serve.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    serve.add_argument("--workers", type=int, help="server worker processes (default: conf online.workers)")
     sub.add_parser("stages", help="list the stages")
     return parser
 
@@ -88,7 +88,7 @@ def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     uri = f"models:/{conf.registered_model}/{args.version}" if args.version else \
         f"models:/{conf.registered_model}@{conf.alias}"
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-           "-h", args.host or conf.host, "-p", str(args.port or conf.port), "-w", str(args.workers)]
+           "-h", args.host or conf.host, "-p", str(args.port or conf.port), "-w", str(args.workers or conf.workers)]
     return cmd, {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri()}
 
 
@@ -149,11 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from liverec.stages import PIPELINE, STAGES
 
             print("`liverec pipeline` runs, in this order:")
-            for name in PIPELINE:
-                print(f"  {name:22s} {STAGES[name].help}")
-            print("run on their own (`liverec run <stage>`, jobs/<stage>.py):")
-            for name in sorted(set(STAGES) - set(PIPELINE)):
-                print(f"  {name:22s} {STAGES[name].help}")
+            for name in [*PIPELINE, None, *sorted(set(STAGES) - set(PIPELINE))]:
+                if name is None:
+                    print("run on their own (`liverec run <stage>`):")
+                    continue
+                s = STAGES[name]
+                print(f"  {name:22s} {s.help}\n      reads {', '.join(s.reads)} -> writes {', '.join(s.writes)} "
+                      f"(jobs/{s.job_file}.py{', Airflow DAG liverec_' + s.dag if s.dag else ''})")
             return 0
         if args.command == "serve":
             cmd, env = serve_command(args)

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from liverec.errors import ConfigError
+from liverec.model_settings import AlsSettings, EaseSettings, EmbeddingSettings, RankerSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,22 +73,6 @@ class ProfileSettings:
 
 
 @dataclass(frozen=True)
-class AlsSettings:
-    rank: int
-    max_iter: int
-    reg_param: float
-    alpha: float
-    half_life_days: float
-    rating_as_strength: bool
-    count_events: list[str]
-    count_cap: float
-    window_days: int
-    checkpoint_interval: int
-    num_blocks: int
-    seed: int
-
-
-@dataclass(frozen=True)
 class RecommendSettings:
     top_n: int
     active_days: int
@@ -109,51 +94,6 @@ class RecommendSettings:
 
 
 @dataclass(frozen=True)
-class EaseSettings:
-    enabled: bool
-    reg_lambda: float
-    max_items: int
-
-
-@dataclass(frozen=True)
-class EmbeddingSettings:
-    model: str
-    device: str
-    batch_size: int
-    max_chars: int
-    torch_threads: int
-    partitions: int
-    neighbors: int
-
-
-@dataclass(frozen=True)
-class RankerSettings:
-    label_split: str
-    label_fraction: float
-    negatives_per_user: int
-    negatives_per_positive: int
-    recent_items: int
-    trend_days: int
-    validation_fraction: float
-    seed: int
-    text_dim: int
-    attention_hidden: int
-    cross_layers: int
-    hidden_units: list[int]
-    dropout: float
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
-    patience: int
-    num_processes: int
-    local_mode: bool
-    use_gpu: bool
-    registered_model: str
-    champion_alias: str
-
-
-@dataclass(frozen=True)
 class OnlineSettings:
     registered_model: str
     alias: str
@@ -166,6 +106,7 @@ class OnlineSettings:
     max_requests: int
     host: str
     port: int
+    workers: int
 
 
 @dataclass(frozen=True)

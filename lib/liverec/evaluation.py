@@ -90,8 +90,9 @@ def _product(spark: SparkSession, settings: Settings, split: str, train_events: 
     notes on what it did (the gate's numbers, the candidate recall, ranker or baseline)."""
     import mlflow
 
-    from liverec import ranking, tables
-    from liverec.ranker import registry, train
+    from liverec import registry, tables
+    from liverec.ranker import pyfunc, train
+    from liverec.ranker.examples import VALID_COLUMNS
 
     conf = settings.ranker
     prof = profiles.build_profiles(train_events, inputs.items, inputs.social, settings.profiles,
@@ -111,15 +112,13 @@ def _product(spark: SparkSession, settings: Settings, split: str, train_events: 
         factor = made.vocab.where(F.col("als_factor").isNotNull()).select(F.size("als_factor")).first()
         result = train.fit(spark, rows, made.vocab, conf, int(factor[0]) if factor else settings.als.rank,
                            tables.petastorm_url(settings, f"eval-{split}-{inputs.ds}"))
-        valid = rows.where(F.col("split") == "valid").select(
-            "user_id", "item_id", "label", "n_labels", "sampled", "als_rank", "ease_rank", "dense", "recent_items"
-        ).toPandas()
+        valid = rows.where(F.col("split") == "valid").select(*VALID_COLUMNS).toPandas()
         ids = made.vocab.select("item_id", "item_idx").toPandas()
         vocab = dict(zip(ids["item_id"], ids["item_idx"].astype(int).tolist(), strict=True))
-        info = registry.log_model(result.shape, result.state, vocab, conf.recent_items,
-                                  registry.pyfunc_frame(valid.head(5)), name=f"product_ranker_{split}")
-        scores = mlflow.pyfunc.load_model(info.model_uri).predict(registry.pyfunc_frame(valid))["score"].to_numpy()
-        quality = registry.list_quality(valid, scores, settings.recommend.top_n)
+        info = pyfunc.log_model(result.shape, result.state, vocab, conf.recent_items,
+                                pyfunc.pyfunc_frame(valid.head(5)), name=f"product_ranker_{split}")
+        scores = mlflow.pyfunc.load_model(info.model_uri).predict(pyfunc.pyfunc_frame(valid))["score"].to_numpy()
+        quality = metrics.list_quality(valid, scores, settings.recommend.top_n, registry.BASELINES)
         baselines = {m: v for m, v in quality.items() if m != "ranker"}
         measured = max(baselines, key=baselines.get) if baselines else None
         best = product.choose_baseline(settings.recommend.baseline, measured, ease_model)
@@ -128,7 +127,7 @@ def _product(spark: SparkSession, settings: Settings, split: str, train_events: 
         notes["ranker"] = "ranked the product (beat the baselines on its validation users)" if wins else \
             f"lost to the {measured} baseline on its validation users: the product is the {best} baseline"
         if wins:
-            ranker = ranking.Champion("evaluation", split, mlflow.active_run().info.run_id, info.model_uri)
+            ranker = registry.Champion("evaluation", split, mlflow.active_run().info.run_id, info.model_uri)
         rows.unpersist()
     published = product.publish(spark, train_events, test_users, inputs.items, prof, uf, itf, None, ease_model, None,
                                 inputs.item_embeddings, inputs.neighbors, inputs.social, settings, inputs.key, ranker,

@@ -9,10 +9,16 @@ Beyond accuracy:
 - diversity@K (intra-list): mean over users of 1 - mean pairwise cosine similarity of the item
   vectors in the list (ALS item factors here; text embeddings once they exist).
 - novelty@K: mean over recommended items of -log2(share of training users who interacted with it).
+
+The ranker's own measures, on pandas/numpy rows (training processes and the promotion gate have no Spark
+job to run): ``ndcg_at_k`` (grouped scores and labels, the training loop's validation NDCG) and
+``top_n_ndcg`` / ``list_quality`` (the gate's NDCG@N of each side's top N, ideal DCG over min(labels, N)).
 """
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -80,4 +86,56 @@ def all_metrics(lists: DataFrame, k: int, catalogue_size: int, item_vectors: Dat
     out["novelty"] = novelty(lists, k, popularity, n_users)
     out["users"] = float(lists.count())
     lists.unpersist()
+    return out
+
+
+# --------------------------------------------------------------------------- ranker lists (numpy)
+
+def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k over groups (users) that have at least one positive: the validation metric."""
+    order = np.lexsort((-scores, groups))
+    g, lab = groups[order], labels[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[starts[1:], len(g)]
+    total, n = 0.0, 0
+    for s, e in zip(starts, ends, strict=True):
+        rel = lab[s:e]
+        n_pos = int(rel.sum())
+        if n_pos == 0:
+            continue
+        top = rel[:k]
+        dcg = float((top / np.log2(np.arange(2, len(top) + 2))).sum())
+        idcg = float((1.0 / np.log2(np.arange(2, min(n_pos, k) + 2))).sum())
+        total += dcg / idcg
+        n += 1
+    return total / n if n else 0.0
+
+
+def top_n_ndcg(rows: pd.DataFrame, order: np.ndarray, n: int) -> float:
+    """Mean NDCG@n over the users of ``rows`` (user_id, label, n_labels) when each user's list is their rows by
+    ``order`` (higher first; NaN = not in the list), the ideal DCG over min(n_labels, n) items."""
+    if rows.empty:
+        return 0.0
+    frame = pd.DataFrame({"u": rows["user_id"].to_numpy(), "o": np.asarray(order, dtype=np.float64),
+                          "y": rows["label"].to_numpy(dtype=np.float64),
+                          "m": rows["n_labels"].to_numpy(dtype=np.int64)})
+    listed = frame[np.isfinite(frame["o"])].sort_values(["u", "o"], ascending=[True, False], kind="stable")
+    listed = listed.assign(pos=listed.groupby("u").cumcount()).query(f"pos < {n}")
+    disc = 1.0 / np.log2(np.arange(2, n + 2))
+    dcg = (listed["y"] * disc[listed["pos"].to_numpy()]).groupby(listed["u"]).sum()
+    users = frame.groupby("u")["m"].first()
+    ideal = np.cumsum(disc)[np.minimum(users.to_numpy(), n) - 1]
+    return float((dcg.reindex(users.index, fill_value=0.0).to_numpy() / ideal).mean())
+
+
+def list_quality(rows: pd.DataFrame, scores: np.ndarray, n: int, baselines: tuple[str, ...] = ("ease", "als")
+                 ) -> dict[str, float]:
+    """NDCG@n on the validation users of ``rows`` (validation examples: every candidate of the user, with
+    label, n_labels, <baseline>_rank) for the ranker's ``scores`` and for each baseline's own list (its ranks; a
+    baseline without any rank on these rows is left out)."""
+    out = {"ranker": top_n_ndcg(rows, scores, n)}
+    for name in baselines:
+        rank = rows[f"{name}_rank"].to_numpy(dtype=np.float64) if f"{name}_rank" in rows else np.array([np.nan])
+        if np.isfinite(rank).any():
+            out[name] = top_n_ndcg(rows, -rank, n)
     return out

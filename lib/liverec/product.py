@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from liverec import candidates, features, ranking, recommend, splits
+from liverec import candidates, fallback, features, scoring, splits
 from liverec.config import Settings
 from liverec.ease import EaseModel
 from liverec.errors import InputError
 from liverec.ranker import examples as ex
-
-BASELINES = ("ease", "als")
+from liverec.registry import BASELINES, Champion
 
 
 @dataclass
@@ -93,7 +92,7 @@ def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: Dat
             user_factors: DataFrame | None, item_factors: DataFrame | None, als_run_id: str | None,
             ease_model: EaseModel | None, ease_run_id: str | None, item_embeddings: DataFrame | None,
             neighbors: DataFrame | None, social: DataFrame | None, settings: Settings, key: bytes,
-            ranker: ranking.Champion | None, baseline: str, ds: str, note: str = "",
+            ranker: Champion | None, baseline: str, ds: str, note: str = "",
             content_version: str = "content") -> Published:
     """gold.recommendations rows of ``users`` for ``ds``: ranked by ``ranker`` where it can (it needs ALS
     factors), the baseline chain for everyone else (``note`` is appended to its EASE / ALS model_version)."""
@@ -101,12 +100,12 @@ def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: Dat
     parts: list[DataFrame] = []
     rest, ranked_users, counts = users, None, {}
     if ranker is not None and user_factors is not None and item_factors is not None:
-        ranked = ranking.ranked_nightly(spark, events, users, items, user_profiles, user_factors, item_factors,
+        ranked = scoring.ranked_nightly(spark, events, users, items, user_profiles, user_factors, item_factors,
                                         ease_model, item_embeddings, neighbors, social, settings, key, ranker, ds)
         parts.append(ranked.rows)
         rest = users.join(ranked.users, "user_id", "left_anti")
         ranked_users, counts = ranked.users.count(), ranked.candidates
-    parts.append(recommend.nightly(events, items, user_profiles, user_factors, item_factors, als_run_id, conf, ds,
+    parts.append(fallback.nightly(events, items, user_profiles, user_factors, item_factors, als_run_id, conf, ds,
                                    item_embeddings, content_version, users=rest, als_version_note=note,
                                    ease_model=ease_model, ease_run_id=ease_run_id, baseline=baseline))
     rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])

@@ -93,6 +93,24 @@ def top_k(user_vectors: DataFrame, item_vectors: DataFrame, seen: DataFrame | No
     return users.mapInPandas(score, TOP_K_SCHEMA)
 
 
+def top_items(user_vectors: DataFrame, item_vectors: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """``top_k`` in ids: (user_id, item_id, rank, score, score_mean, score_std), each user's top ``n`` unseen
+    items by dot product. user_vectors: (user_id, user_idx, features); item_vectors: (item_id, item_idx,
+    features); seen: (user_id, item_id) pairs the users already have. ALS lists (candidates, the fallback
+    chain) and content lists all go through here."""
+    seen_idx = (seen.join(user_vectors.select("user_id", "user_idx"), "user_id")
+                .join(item_vectors.select("item_id", "item_idx"), "item_id")
+                .groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen")))
+    top = top_k(user_vectors.select("user_idx", "features"), item_vectors.select("item_idx", "features"), seen_idx, n)
+    rows = top.select("user_idx", "score_mean", "score_std",
+                      F.posexplode(F.arrays_zip("items", "scores")).alias("pos", "x"))
+    ids = F.broadcast(item_vectors.select(F.col("item_idx").alias("x_item"), "item_id"))
+    return (rows.join(user_vectors.select("user_id", "user_idx"), "user_idx")
+            .join(ids, F.col("x.items") == F.col("x_item"))
+            .select("user_id", "item_id", (F.col("pos") + 1).alias("rank"), F.col("x.scores").alias("score"),
+                    "score_mean", "score_std"))
+
+
 def _dot(a: Column | str, b: Column | str) -> Column:
     return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
 

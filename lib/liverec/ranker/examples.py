@@ -18,6 +18,9 @@ from liverec import splits
 from liverec.config import Settings
 from liverec.features import Features
 
+# the columns of a validation row the gate and the pyfunc check read (gold.ranker_examples, split = valid)
+VALID_COLUMNS = ("user_id", "item_id", "label", "n_labels", "sampled", "als_rank", "ease_rank", "dense",
+                 "recent_items")
 
 def label_split(events: DataFrame, settings: Settings) -> tuple[DataFrame, DataFrame, float | None]:
     """(history events, held-out (user_id, item_id) label pairs, cut-off epoch seconds) by

@@ -126,23 +126,3 @@ class Ranker(nn.Module):
         for w, b in zip(self.cross_w, self.cross_b, strict=True):
             x = x0 * (x @ w).unsqueeze(-1) + b + x
         return self.out(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
-
-
-def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 10) -> float:
-    """Mean NDCG@k over groups (users) that have at least one positive: the validation metric."""
-    order = np.lexsort((-scores, groups))
-    g, lab = groups[order], labels[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    ends = np.r_[starts[1:], len(g)]
-    total, n = 0.0, 0
-    for s, e in zip(starts, ends, strict=True):
-        rel = lab[s:e]
-        n_pos = int(rel.sum())
-        if n_pos == 0:
-            continue
-        top = rel[:k]
-        dcg = float((top / np.log2(np.arange(2, len(top) + 2))).sum())
-        idcg = float((1.0 / np.log2(np.arange(2, min(n_pos, k) + 2))).sum())
-        total += dcg / idcg
-        n += 1
-    return total / n if n else 0.0

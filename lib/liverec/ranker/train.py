@@ -27,9 +27,10 @@ from pyspark.sql import functions as F
 
 from liverec.config import RankerSettings
 from liverec.features import DENSE_FEATURES
+from liverec.metrics import ndcg_at_k
 from liverec.ranker import examples as ex
 from liverec.ranker import feed
-from liverec.ranker.model import Ranker, RankerShape, ndcg_at_k
+from liverec.ranker.model import Ranker, RankerShape
 
 VALID_BATCH = 4096
 
@@ -38,7 +39,7 @@ VALID_BATCH = 4096
 class TrainResult:
     state: dict[str, np.ndarray]  # best epoch's weights
     shape: RankerShape
-    history: list[dict[str, float]]  # per epoch: loss, val_ndcg@10, seconds, examples_per_s
+    history: list[dict[str, float]]  # per epoch: loss, val_ndcg (@ ranker.val_k), seconds, examples_per_s
     best_epoch: int
     best_ndcg: float
     examples_per_s: float  # training lists per second, training steps only, all ranks together
@@ -161,10 +162,10 @@ def train_worker(payload: dict) -> dict | None:
         stop = torch.zeros(1, device=device)
         if rank == 0:
             scores, labels, groups = score_batches(model, feed.all_batches(payload["valid"], VALID_BATCH), device)
-            ndcg = ndcg_at_k(scores, labels, groups, 10)
-            history.append({"epoch": epoch, "loss": float(totals[0] / max(totals[1], 1)), "val_ndcg_at_10": ndcg,
+            ndcg = ndcg_at_k(scores, labels, groups, payload["val_k"])
+            history.append({"epoch": epoch, "loss": float(totals[0] / max(totals[1], 1)), "val_ndcg": ndcg,
                             "epoch_seconds": seconds, "examples_per_s": float(totals[1]) / max(seconds, 1e-9)})
-            print(f"[train_ranker] epoch {epoch}: loss {history[-1]['loss']:.4f} val NDCG@10 {ndcg:.4f} "
+            print(f"[train_ranker] epoch {epoch}: loss {history[-1]['loss']:.4f} val NDCG@{payload['val_k']} {ndcg:.4f} "
                   f"({history[-1]['examples_per_s']:.0f} examples/s over {world} processes)", flush=True)
             if ndcg > best:
                 best, best_epoch, stale = ndcg, epoch, 0
@@ -221,7 +222,8 @@ def fit(spark: SparkSession, rows: DataFrame, vocab: DataFrame, conf: RankerSett
     payload = {"train": train_conv, "valid": valid_conv, "shape": shape.to_dict(), "id_init": id_init,
                "text_table": text, "dense_mean": mean, "dense_std": std, "lr": conf.learning_rate,
                "weight_decay": conf.weight_decay, "batch_size": conf.batch_size, "epochs": conf.epochs,
-               "patience": conf.patience, "steps_per_epoch": steps, "seed": conf.seed, "use_gpu": conf.use_gpu,
+               "patience": conf.patience, "val_k": conf.val_k, "steps_per_epoch": steps, "seed": conf.seed,
+               "use_gpu": conf.use_gpu,
                "threads_per_rank": max(1, cores // world)}
     # In local mode every rank's return value is pickled to the same file (pyspark 4.0's TorchDistributor),
     # so rank 1's None can overwrite rank 0's result: rank 0 writes it to a file of its own instead.
@@ -262,12 +264,13 @@ def state_bytes(state: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def log_history(result: TrainResult) -> None:
-    """Per-epoch loss, validation NDCG@10 and lists/s, and the best epoch, to the active MLflow run."""
+def log_history(result: TrainResult, k: int) -> None:
+    """Per-epoch loss, validation NDCG@k (``ranker.val_k``; metric ``val_ndcg_at_<k>``) and lists/s, and the best
+    epoch, to the active MLflow run."""
     import mlflow
 
     for h in result.history:
-        mlflow.log_metrics({"loss": h["loss"], "val_ndcg_at_10": h["val_ndcg_at_10"],
+        mlflow.log_metrics({"loss": h["loss"], f"val_ndcg_at_{k}": h["val_ndcg"],
                             "examples_per_s": h["examples_per_s"]}, step=int(h["epoch"]))
-    mlflow.log_metrics({"best_val_ndcg_at_10": result.best_ndcg, "best_epoch": result.best_epoch,
+    mlflow.log_metrics({f"best_val_ndcg_at_{k}": result.best_ndcg, "best_epoch": result.best_epoch,
                         "train_examples_per_s": result.examples_per_s})

@@ -6,10 +6,10 @@ overall) for the rest; seen items never come back; every row says why."""
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from liverec import candidates, embeddings, vectors
+from liverec import candidates, embeddings, reasons, vectors
 from liverec.config import RecommendSettings
 from liverec.ease import EaseModel
 
@@ -28,18 +28,8 @@ def seen_items(events: DataFrame) -> DataFrame:
 
 
 def _scored(user_vecs: DataFrame, item_vecs: DataFrame, seen: DataFrame, n: int) -> DataFrame:
-    """(user_id, rank, item_id, score): top ``n`` unseen items by dot product.
-
-    user_vecs: (user_id, user_idx, features); item_vecs: (item_id, item_idx, features).
-    """
-    seen_idx = (seen.join(user_vecs.select("user_id", "user_idx"), "user_id")
-                .join(item_vecs.select("item_id", "item_idx"), "item_id")
-                .groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen")))
-    top = vectors.top_k(user_vecs.select("user_idx", "features"), item_vecs.select("item_idx", "features"), seen_idx, n)
-    rows = top.select("user_idx", F.posexplode(F.arrays_zip("items", "scores")).alias("pos", "x"))
-    return (rows.join(user_vecs.select("user_id", "user_idx"), "user_idx")
-            .join(item_vecs.select(F.col("item_idx").alias("x_item"), "item_id"), F.col("x.items") == F.col("x_item"))
-            .select("user_id", (F.col("pos") + 1).alias("rank"), "item_id", F.col("x.scores").alias("score")))
+    """(user_id, rank, item_id, score): top ``n`` unseen items by dot product (``vectors.top_items``)."""
+    return vectors.top_items(user_vecs, item_vecs, seen, n).select("user_id", "rank", "item_id", "score")
 
 
 def als_recommendations(users: DataFrame, user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame,
@@ -65,28 +55,6 @@ def cold_items(item_embeddings: DataFrame, events: DataFrame, max_users: int) ->
     users = events.groupBy("item_id").agg(F.countDistinct("user_id").alias("n_users"))
     return (item_embeddings.join(users, "item_id", "left")
             .where(F.coalesce(F.col("n_users"), F.lit(0)) <= max_users).drop("n_users"))
-
-
-def quoted_title(id_col: str) -> Column:
-    """The ``title`` column in double quotes, or "item <id>" when the item has no title."""
-    return F.coalesce(F.concat(F.lit('"'), F.col("title"), F.lit('"')), F.concat(F.lit("item "), F.col(id_col)))
-
-
-def reasons_from_history(recs: DataFrame, profiles: DataFrame, item_vectors: DataFrame, items: DataFrame,
-                         history: int, prefix: str = "Because you showed interest in ") -> DataFrame:
-    """For each row, the user's recent item (of the last ``history``) most similar to it (cosine of
-    ``item_vectors``: item_id, features), named by title after ``prefix``."""
-    recent = profiles.select("user_id", F.posexplode(F.slice("recent_items", 1, history)).alias("rp", "hist_id"))
-    vec = item_vectors.select("item_id", "features")
-    pairs = (recs.select("user_id", "item_id").join(recent, "user_id")
-             .join(vec.withColumnRenamed("features", "a"), "item_id")
-             .join(vec.select(F.col("item_id").alias("hist_id"), F.col("features").alias("b")), "hist_id")
-             .withColumn("sim", vectors.cosine("a", "b")))
-    best = Window.partitionBy("user_id", "item_id").orderBy(F.col("sim").desc(), "rp")
-    top = pairs.withColumn("_r", F.row_number().over(best)).where(F.col("_r") == 1)
-    titled = top.join(items.select(F.col("item_id").alias("hist_id"), "title"), "hist_id", "left")
-    because = F.concat(F.lit(prefix), quoted_title("hist_id"))
-    return titled.select("user_id", "item_id", because.alias("reason"))
 
 
 def popular_recommendations(users: DataFrame, events: DataFrame, items: DataFrame, profiles: DataFrame,
@@ -121,16 +89,6 @@ def popular_recommendations(users: DataFrame, events: DataFrame, items: DataFram
     return ranked.where(F.col("rank") <= conf.top_n).select("user_id", "rank", "item_id", "score", "source", "reason")
 
 
-def _with_reasons(recs: DataFrame, profiles: DataFrame, vecs: DataFrame, items: DataFrame, history: int,
-                  prefix: str, fallback: str, source: str, run_id: str | None, version: str) -> DataFrame:
-    why = reasons_from_history(recs, profiles, vecs, items, history, prefix)
-    return (recs.join(why, ["user_id", "item_id"], "left")
-            .withColumn("reason", F.coalesce("reason", F.lit(fallback)))
-            .withColumn("source", F.lit(source))
-            .withColumn("model_run_id", F.lit(run_id).cast("string"))
-            .withColumn("model_version", F.lit(version)))
-
-
 def ease_recommendations(users: DataFrame, seen: DataFrame, items: DataFrame, model: EaseModel, n: int,
                          run_id: str | None, version: str) -> DataFrame:
     """gold.recommendations columns (without ds) from EASE's top ``n`` of ``users``: the reason names the history
@@ -139,7 +97,7 @@ def ease_recommendations(users: DataFrame, seen: DataFrame, items: DataFrame, mo
     lists = candidates.ease_lists(spark, model, seen, users, n)
     titled = lists.join(items.select(F.col("item_id").alias("via"), "title"), "via", "left")
     return titled.select("user_id", "rank", "item_id", "score",
-                         F.concat(F.lit("Because you chose "), quoted_title("via")).alias("reason"),
+                         F.concat(F.lit("Because you chose "), reasons.quoted_title("via")).alias("reason"),
                          F.lit("ease").alias("source"), F.lit(run_id).cast("string").alias("model_run_id"),
                          F.lit(version).alias("model_version"))
 
@@ -185,16 +143,16 @@ def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_facto
             recs = (recs.join(taken, "user_id", "left")
                     .where(F.col("rank") <= n - F.coalesce(F.col("m"), F.lit(0))).drop("m"))
             slots = (slots.join(taken, "user_id").withColumn("rank", F.col("rank") + n - F.col("m")).drop("m"))
-            parts.append(_with_reasons(slots, profiles, emb_vecs, items, history, "Few have found it yet; close to ",
+            parts.append(reasons.labelled(slots, profiles, emb_vecs, items, history, "Few have found it yet; close to ",
                                        "Few have found it yet; close to what you like", "content", None,
                                        content_version))
-        parts.append(_with_reasons(recs, profiles, item_factors, items, history, "Because you showed interest in ",
+        parts.append(reasons.labelled(recs, profiles, item_factors, items, history, "Because you showed interest in ",
                                    "People with tastes like yours chose it", "als", model_run_id,
                                    f"als:{model_run_id}{als_version_note}"))
     rest = users.join(covered, "user_id", "left_anti")
     if item_embeddings is not None:
         content = content_recommendations(rest, profiles, item_embeddings, seen, n).cache()
-        parts.append(_with_reasons(content, profiles, emb_vecs, items, history, "Similar to ",
+        parts.append(reasons.labelled(content, profiles, emb_vecs, items, history, "Similar to ",
                                    "Close to what you looked at", "content", None, content_version))
         rest = rest.join(content.select("user_id").distinct(), "user_id", "left_anti")
     pop_rows = (popular_recommendations(rest, events, items, profiles, seen, conf)

@@ -1,0 +1,158 @@
+"""The MLflow model registry, for every model liverec registers: champion lookup, registration, version tags,
+alias moves and the ranker's promotion decision. The one module that talks to the registry.
+
+The gate: on the validation users of the newest examples (every candidate of each), a new ranker version's
+top N must beat the best baseline's top N (EASE's and ALS's own lists) and the current champion's (re-scored
+on the same rows) to take the champion alias. A champion that no longer beats the best baseline loses the
+alias: the nightly job then publishes that baseline, never worse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from liverec.errors import InputError
+
+BASELINES = ("ease", "als")  # the baselines the gate measures (their rank columns in the validation rows)
+BEST_BASELINE_TAG = "best_baseline"  # registered-model tag: the baseline the last gate measured best
+PROMOTION_TAG = "promotion"  # model-version tag: the gate's reason
+
+
+@dataclass(frozen=True)
+class Champion:
+    name: str
+    version: str
+    run_id: str
+    uri: str
+
+    @property
+    def tag(self) -> str:
+        """The model_version written on every row it ranked."""
+        return f"ranker:{self.name}/{self.version}"
+
+
+def _client() -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def champion(name: str, alias: str) -> Champion | None:
+    """The registry's ``name@alias`` version, or None when there is none (or no such model)."""
+    import mlflow
+
+    try:
+        mv = _client().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return Champion(name, str(mv.version), mv.run_id, f"models:/{name}@{alias}")
+
+
+def registered_tag(name: str, tag: str) -> str | None:
+    """A tag of the registered model ``name`` (None when the model or the tag does not exist)."""
+    import mlflow
+
+    try:
+        return _client().get_registered_model(name).tags.get(tag)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def register(model_uri: str, name: str, tags: dict[str, Any] | None = None) -> str:
+    """Register ``model_uri`` as a new version of ``name`` with ``tags``; its version."""
+    import mlflow
+
+    version = str(mlflow.register_model(model_uri, name).version)
+    tag_version(name, version, tags or {})
+    return version
+
+
+def tag_version(name: str, version: str, tags: dict[str, Any]) -> None:
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def move_alias(name: str, alias: str, version: str) -> None:
+    _client().set_registered_model_alias(name, alias, version)
+
+
+def version_to_judge(name: str, wanted: str | None) -> Any:
+    """The registered version ``wanted`` of ``name`` (default: the newest), as MLflow's ModelVersion."""
+    versions = _client().search_model_versions(f"name='{name}'")
+    if not versions:
+        raise InputError(f"no version of {name} is registered: run train_ranker first")
+    if wanted is None:
+        return max(versions, key=lambda v: int(v.version))
+    found = [v for v in versions if str(v.version) == str(wanted)]
+    if not found:
+        raise InputError(f"{name} has no version {wanted} (newest: {max(int(v.version) for v in versions)})")
+    return found[0]
+
+
+def run_params(run_id: str) -> dict[str, str]:
+    """The params of the MLflow run that logged a version."""
+    return dict(_client().get_run(run_id).data.params)
+
+
+def promote(name: str, alias: str, version: str, valid_rows: pd.DataFrame, new_scores: np.ndarray, n: int
+            ) -> dict[str, Any]:
+    """The promotion gate for ``version`` (its ``new_scores`` of ``valid_rows``); moves or removes ``alias``,
+    tags the best baseline and returns the decision (``promoted``, ``reason``, the NDCG@n of each side)."""
+    import mlflow
+
+    from liverec.metrics import list_quality, top_n_ndcg
+    from liverec.ranker.pyfunc import pyfunc_frame
+
+    client = _client()
+    quality = list_quality(valid_rows, new_scores, n, BASELINES)
+    baselines = {k: v for k, v in quality.items() if k != "ranker"}
+    best = max(baselines, key=baselines.get) if baselines else None
+    floor = baselines[best] if best else -1.0
+    new = quality["ranker"]
+    decision: dict[str, Any] = {"new_version": version, f"new_ndcg_at_{n}": new, "best_baseline": best,
+                                f"best_baseline_ndcg_at_{n}": floor if best else None,
+                                **{f"{k}_ndcg_at_{n}": v for k, v in baselines.items()}}
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        holder = None
+    old = None
+    if holder is not None and str(holder.version) != str(version):
+        try:
+            model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+            old = top_n_ndcg(valid_rows, model.predict(pyfunc_frame(valid_rows))["score"].to_numpy(), n)
+        except (ValueError, KeyError, mlflow.exceptions.MlflowException) as err:
+            # e.g. the feature set changed since the champion was trained: it cannot score today's inputs, so it
+            # could not serve them either
+            decision["champion_error"] = str(err)
+    decision.update(champion_version=holder.version if holder else None, **{f"champion_ndcg_at_{n}": old})
+    beats_baseline = new > floor
+    if not beats_baseline:
+        reason = f"does not beat the best baseline {best}: {new:.4f} vs {floor:.4f}"
+    elif old is not None and new <= old:
+        reason = f"does not beat champion v{holder.version}: {new:.4f} vs {old:.4f}"
+    else:
+        reason = (f"beats the best baseline {best} ({new:.4f} vs {floor:.4f})" if best else "no baseline to beat") + (
+            f" and champion v{holder.version} ({old:.4f})" if old is not None else
+            (f"; champion v{holder.version} cannot score these examples" if holder is not None else
+             "; no champion yet"))
+    promoted = beats_baseline and (old is None or new > old)
+    decision.update(promoted=promoted, reason=reason, champion_removed=False)
+    if promoted:
+        client.set_registered_model_alias(name, alias, version)
+    elif holder is not None and (old is None or old <= floor):
+        # the holder cannot score these users or loses to the baseline on them: publish the baseline instead
+        client.delete_registered_model_alias(name, alias)
+        decision["champion_removed"] = True
+        decision["reason"] += (f"; champion v{holder.version} " + (
+            f"loses to {best} too ({old:.4f}): alias removed, the nightly job publishes {best}" if old is not None
+            else "cannot score these examples: alias removed"))
+    if best:
+        client.set_registered_model_tag(name, BEST_BASELINE_TAG, best)
+    client.set_model_version_tag(name, version, PROMOTION_TAG, decision["reason"])
+    return decision

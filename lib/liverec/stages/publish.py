@@ -1,0 +1,175 @@
+"""The publishing stages: ``recommend_nightly`` (every active user's top N -> gold.recommendations) and
+``publish_online`` (the day's tables and the champion packed into the registered online model)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from liverec import tables
+from liverec.errors import InputError
+from liverec.stages.base import (
+    CHAMPION,
+    NIGHTLY,
+    ONLINE_MODEL,
+    Context,
+    Stage,
+    latest,
+    latest_ease,
+    latest_factors,
+    log_conf,
+    require_latest,
+    require_silver,
+    social,
+)
+
+
+def _baseline(ctx: Context, ease_model: Any) -> str:
+    """The baseline that ranks without a champion: recommend.baseline, or the one the gate measured best."""
+    from liverec import product, registry
+
+    measured = registry.registered_tag(ctx.settings.ranker.registered_model, registry.BEST_BASELINE_TAG)
+    return product.choose_baseline(ctx.settings.recommend.baseline, measured, ease_model)
+
+
+def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from liverec import catalog, cleaning, fallback, lakehouse, product, registry
+
+    spark, settings, progress, ds = ctx.spark, ctx.settings, ctx.progress, ctx.ds
+    conf = settings.recommend
+    if conf.top_n <= 0 or conf.mmr_pool < 0 or not 0.0 <= conf.mmr_lambda <= 1.0:
+        raise InputError(f"recommend.top_n must be positive, mmr_pool >= 0 and mmr_lambda in [0, 1] "
+                         f"(got {conf.top_n}, {conf.mmr_pool}, {conf.mmr_lambda})")
+    events = require_silver(ctx).cache()  # read by every candidate source and the fallback chain
+    user_profiles, profile_ds = latest(ctx, tables.USER_PROFILES)
+    if user_profiles is None:
+        raise InputError(f"gold.user_profiles has no partition up to ds={ds}: run build_profiles first")
+    items = catalog.latest_items(spark, settings, ds)
+    uf, itf, factor_ds, run_id = latest_factors(ctx)
+    if uf is None:
+        progress.info("no ALS factors up to this ds: users get EASE, content or popularity without the ranker")
+    else:
+        mlflow.log_params({"als_factors_ds": factor_ds, "als_run_id": run_id})
+    ease_model, ease_ds, ease_run = latest_ease(ctx)
+    if ease_model is None:
+        progress.info("no EASE model up to this ds (run train_ease): no EASE candidates, ALS is the baseline")
+    emb, emb_ds = latest(ctx, tables.ITEM_EMBEDDINGS)
+    if emb is None:
+        progress.info("no gold.item_embeddings up to this ds: no content candidates (run embed_items)")
+    neighbors, _ = latest(ctx, tables.ITEM_NEIGHBORS)
+    champion = registry.champion(settings.ranker.registered_model, settings.ranker.champion_alias)
+    baseline = _baseline(ctx, ease_model)
+    progress.step("read inputs", None, profiles_ds=profile_ds, factors_ds=factor_ds, ease_ds=ease_ds,
+                  embeddings_ds=emb_ds, ranker=champion.tag if champion else None, baseline=baseline)
+    log_conf("recommend", conf)
+    mlflow.log_params({"ranker_model_version": champion.tag if champion else "none",
+                       "ranker_run_id": champion.run_id if champion else None, "baseline_used": baseline,
+                       "ease_ds": ease_ds})
+
+    note = ""
+    if champion is None:
+        note = " (no champion ranker)"
+        progress.info(f"no {settings.ranker.registered_model}@{settings.ranker.champion_alias} in the registry (none "
+                      f"trained, or none beat the baselines): the {baseline} baseline ranks, and the rows say so")
+    elif uf is None:
+        note = " (champion ranker needs ALS factors)"
+        progress.info("the champion ranker needs ALS factors (run train_als): falling back without it")
+    users = fallback.active_users(events, conf.active_days).cache()
+    published = product.publish(spark, events, users, items, user_profiles, uf, itf, run_id, ease_model, ease_run,
+                                emb, neighbors, social(ctx), settings, cleaning.id_key(settings), champion,
+                                baseline, ds, note, f"content:{settings.embeddings.model}@{emb_ds}")
+    if published.candidates:
+        progress.step("candidates", sum(published.candidates.values()),
+                      **{f"from_{k}": v for k, v in sorted(published.candidates.items())})
+        mlflow.log_params({f"candidates.{k}": v for k, v in published.candidates.items()})
+    version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, published.rows, {"ds": ds})
+    written = lakehouse.read(spark, settings, tables.RECOMMENDATIONS, version).where(F.col("ds") == ds)
+    by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
+    ranked_rows = written.where(F.col("model_version").startswith("ranker:")).count()
+    n_users = written.select("user_id").distinct().count()
+    progress.step("write gold.recommendations", sum(by_source.values()), version=version, users=n_users,
+                  ranked_rows=ranked_rows, **{f"from_{k}": v for k, v in sorted(by_source.items())})
+    users.unpersist()
+    events.unpersist()
+    return {"rows": sum(by_source.values()), "users": n_users, "recommendations_version": version,
+            "ranked_rows": ranked_rows, "ranker": champion.tag if champion else None, "baseline": baseline,
+            **{f"rows_{k}": v for k, v in by_source.items()}}
+
+
+def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    import mlflow
+
+    from liverec import catalog, cleaning, online, registry
+
+    spark, settings, progress, ds, oconf = ctx.spark, ctx.settings, ctx.progress, ctx.ds, ctx.settings.online
+    if oconf.candidates <= 0 or not 1 <= oconf.default_k <= oconf.max_k or oconf.max_session <= 0:
+        raise InputError(f"online.candidates and online.max_session must be positive and 1 <= online.default_k <= "
+                         f"online.max_k (got {oconf.candidates}, {oconf.max_session}, {oconf.default_k}, "
+                         f"{oconf.max_k})")
+    champion = registry.champion(settings.ranker.registered_model, settings.ranker.champion_alias)
+    events = require_silver(ctx).cache()
+    found = {t: require_latest(ctx, t, stage) for t, stage in (
+        (tables.USER_PROFILES, "build_profiles"), (tables.ITEM_FACTORS, "train_als"),
+        (tables.RECOMMENDATIONS, "recommend_nightly"))}
+    found[tables.USER_FACTORS] = latest(ctx, tables.USER_FACTORS)
+    emb, emb_ds = latest(ctx, tables.ITEM_EMBEDDINGS)
+    neighbors, _ = latest(ctx, tables.ITEM_NEIGHBORS)
+    items = catalog.latest_items(spark, settings, ds)
+    ease_model, _, _ = latest_ease(ctx)
+    baseline = None
+    if champion is None:  # as the nightly job: the best baseline ranks (its score is one of the dense features)
+        baseline = _baseline(ctx, ease_model)
+        progress.info(f"no {settings.ranker.registered_model}@{settings.ranker.champion_alias} in the registry: the "
+                      f"online scorer ranks by the {baseline} baseline's score")
+    ranker_tag = champion.tag if champion else f"baseline:{baseline}"
+    arrays, meta = online.build_bundle(
+        spark, events, items, found[tables.USER_PROFILES][0], found[tables.USER_FACTORS][0],
+        found[tables.ITEM_FACTORS][0], ease_model, emb, neighbors, social(ctx), found[tables.RECOMMENDATIONS][0],
+        settings, cleaning.id_key(settings), ds)
+    order = (tables.USER_PROFILES, tables.USER_FACTORS, tables.ITEM_FACTORS, tables.RECOMMENDATIONS)
+    meta.update(ranker_version=ranker_tag, baseline=baseline,
+                inputs={t: found[t][1] for t in order} | {"embeddings": emb_ds})
+    size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
+    progress.step("bundle", len(meta["item_ids"]), users=len(meta["user_ids"]), seen_pairs=len(arrays["seen_idx"]),
+                  nightly_rows=len(arrays["nightly_idx"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag)
+    info = online.log_online_model(arrays, meta, champion.uri if champion else None,
+                                   os.path.join(settings.scratch_dir, "online"))
+    version = registry.register(info.model_uri, oconf.registered_model)
+
+    # smoke requests through the logged model: a known user without a session, a visitor with one click
+    scorer = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model().scorer
+    known = scorer.recommend(online.Request(0, [], None, oconf.default_k)) if meta["user_ids"] else []
+    first = int(arrays["popular"][0])
+    etype, weight = max(settings.clean.event_weights.items(), key=lambda kv: kv[1])  # a configured type
+    visitor = scorer.recommend(online.Request(None, [online.Event(first, etype, 0.0, float(weight))], None,
+                                              oconf.default_k))
+    if not visitor or (meta["user_ids"] and not known):
+        raise InputError(f"{oconf.registered_model} v{version} answered a smoke request with nothing "
+                         f"(known user: {len(known)} rows, visitor: {len(visitor)}); the alias was not moved")
+    registry.tag_version(oconf.registered_model, version, {"ds": ds, "ranker": ranker_tag,
+                                                           "items": len(meta["item_ids"]),
+                                                           "users": len(meta["user_ids"])})
+    registry.move_alias(oconf.registered_model, oconf.alias, version)
+    progress.step("register", None, model=oconf.registered_model, version=version, alias=oconf.alias,
+                  smoke_known=len(known), smoke_visitor=len(visitor))
+    events.unpersist()
+    return {"version": version, "items": len(meta["item_ids"]), "users": len(meta["user_ids"]),
+            "arrays_mb": size_mb, "seen_pairs": len(arrays["seen_idx"])}
+
+
+NIGHTLY_INPUTS = (tables.SILVER_EVENTS, tables.BRONZE_ITEMS, tables.BRONZE_SOCIAL, tables.USER_PROFILES,
+                  tables.USER_FACTORS, tables.ITEM_FACTORS, tables.EASE_WEIGHTS, tables.ITEM_EMBEDDINGS,
+                  tables.ITEM_NEIGHBORS, CHAMPION)
+STAGES = (
+    Stage("recommend_nightly", "candidates -> champion ranker (or the best baseline) -> MMR -> top N per "
+          "active user -> gold.recommendations (partition ds)", reads=NIGHTLY_INPUTS,
+          writes=(tables.RECOMMENDATIONS,), run=run_recommend, dag=NIGHTLY),
+    Stage("publish_online", "gold tables + champion ranker -> the liverec-online pyfunc, registered with "
+          "the online alias (serve it with `liverec serve`)", reads=(*NIGHTLY_INPUTS, tables.RECOMMENDATIONS),
+          writes=(ONLINE_MODEL,), run=run_publish_online, dag=NIGHTLY),
+)

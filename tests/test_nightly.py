@@ -1,0 +1,242 @@
+"""The published table and the evaluation, on the shared demo chain (conftest's demo_pipeline): ranked by the
+champion (scores, reasons), the baselines without one (EASE against numpy, ALS), the fallback chain for users the
+models do not know, the evaluation's product row against its own lists."""
+
+import mlflow
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from liverec import als, catalog, fallback, lakehouse, tables
+from liverec.cli import main
+from tests.conftest import cli_args, restored
+
+NO_RANKER = ["--set", "ranker.champion_alias=nobody"]  # the baseline chain, as without a champion
+ALS_CHAIN = [*NO_RANKER, "--set", "recommend.baseline=als"]
+
+
+def _check_lists(spark, settings, recs, ds):
+    """n rows per active user, ranks 1..n, nothing the user has seen."""
+    n = settings.recommend.top_n
+    per_user = recs.groupBy("user_id").agg(F.count("*").alias("n"), F.sort_array(F.collect_list("rank")).alias("r"))
+    assert per_user.where((F.col("n") != n) | (F.col("r") != F.sequence(F.lit(1), F.lit(n)))).count() == 0
+    events = catalog.events_until(spark, settings, ds)
+    assert recs.join(events.select("user_id", "item_id"), ["user_id", "item_id"]).count() == 0  # nothing seen
+    assert per_user.count() == fallback.active_users(events, settings.recommend.active_days).count() > 0
+
+
+@pytest.mark.slow
+def test_pipeline_ranks_with_the_champion(spark, demo_pipeline):
+    """The pipeline's nightly job ranked every active user with the champion ranker: the rows name its
+    version and run, their scores are the champion's own scores of the candidates' features, and each
+    reason names what led to the item."""
+    settings = demo_pipeline
+    ds = "2026-11-02"
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).cache()
+    _check_lists(spark, settings, recs, ds)
+    client = mlflow.MlflowClient(settings.tracking_uri())
+    name, alias = settings.ranker.registered_model, settings.ranker.champion_alias
+    champ = client.get_model_version_by_alias(name, alias)
+    assert {tuple(r) for r in recs.select("model_version", "model_run_id").distinct().collect()} == {
+        (f"ranker:{name}/{champ.version}", champ.run_id)}
+    sources = {r[0] for r in recs.select("source").distinct().collect()}
+    assert {"content", "ease"} <= sources <= {"als", "ease", "content", "friends", "popular_category"}
+    prefixes = {"als": ("Because you showed interest in", "People with tastes like yours"),
+                "content": ('Similar to "',), "friends": ("Your friend ",), "ease": ("Because you chose ",),
+                "popular_category": ("Popular lately in ",)}
+    for source, starts in prefixes.items():
+        cond = F.lit(False)
+        for start in starts:
+            cond = cond | F.col("reason").startswith(start)
+        assert recs.where((F.col("source") == source) & ~cond).count() == 0, source
+    # a content reason names one of the user's recent items; a category reason one of its favourites
+    profile = lakehouse.read(spark, settings, tables.USER_PROFILES).where(F.col("ds") == ds)
+    items = catalog.latest_items(spark, settings, ds)
+    recent = profile.select("user_id", F.explode(F.slice("recent_items", 1, settings.recommend.neighbor_history))
+                            .alias("hist"))
+    named = recent.join(items.select(F.col("item_id").alias("hist"), "title"), "hist").select(
+        "user_id", F.concat(F.lit('Similar to "'), "title", F.lit('", which you chose')).alias("reason"))
+    content = recs.where(F.col("source") == "content")
+    assert content.count() > 0 and content.join(named, ["user_id", "reason"], "left_anti").count() == 0
+    favourite = profile.select("user_id", F.explode(F.slice("top_categories", 1,
+                                                            settings.recommend.fallback_categories)).alias("c"))
+    cats = recs.where(F.col("source") == "popular_category").join(favourite, "user_id").where(
+        F.col("reason") == F.concat(F.lit("Popular lately in "), "c", F.lit(", one of your favourite categories")))
+    assert cats.select("user_id", "item_id").distinct().count() == recs.where(
+        F.col("source") == "popular_category").count()
+    # an EASE reason names an item of the user's history
+    events = catalog.events_until(spark, settings, ds)
+    chosen = events.select("user_id", "item_id").distinct().join(
+        items.select("item_id", "title"), "item_id").select(
+        "user_id", F.concat(F.lit('Because you chose "'), "title", F.lit('"')).alias("reason"))
+    ease_rows = recs.where(F.col("source") == "ease")
+    assert ease_rows.count() > 0 and ease_rows.join(chosen, ["user_id", "reason"], "left_anti").count() == 0
+
+    # the stored scores are the champion's, as the executors computed them: the same features scored on the driver
+    from liverec import candidates, features
+    from liverec.cleaning import id_key
+    from liverec.ranker.pyfunc import pyfunc_frame
+    from liverec.stages.base import Context, latest_ease
+
+    uf = lakehouse.read(spark, settings, tables.USER_FACTORS).where(F.col("ds") == ds)
+    itf = lakehouse.read(spark, settings, tables.ITEM_FACTORS).where(F.col("ds") == ds)
+    emb = lakehouse.read(spark, settings, tables.ITEM_EMBEDDINGS).where(F.col("ds") == ds)
+    nb = lakehouse.read(spark, settings, tables.ITEM_NEIGHBORS).where(F.col("ds") == ds)
+    social = lakehouse.read(spark, settings, tables.BRONZE_SOCIAL)
+    ease_model, _, _ = latest_ease(Context(spark, settings, ds, None))
+    f = features.features_from(spark, events, profile, uf, itf, ease_model, items, emb, social, settings,
+                               id_key(settings))
+    some = recs.select("user_id").distinct().orderBy("user_id").limit(5)
+    cands = candidates.generate(spark, f, some, nb, settings.recommend)
+    got = features.assemble(cands, f, settings.ranker.recent_items, settings.recommend.als_candidates,
+                            settings.recommend.ease_candidates)
+    got = got.join(recs.select("user_id", "item_id", "score"), ["user_id", "item_id"]).toPandas()
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    assert len(got) == 5 * settings.recommend.top_n
+    np.testing.assert_allclose(model.predict(pyfunc_frame(got))["score"].to_numpy(), got["score"].to_numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _numpy_ease_top(spark, settings, ds, users, n):
+    """Each of ``users``' top n unseen items by EASE, computed here in numpy from silver.events (binary X over
+    the pairs with a positive ALS strength, B = I - P / diag(P), P = (X^T X + lambda I)^-1)."""
+    events = catalog.events_until(spark, settings, ds)
+    pairs = als.strengths(events, settings.als, settings.clean.event_weights).select("user_id", "item_id").toPandas()
+    item_ids = sorted(pairs["item_id"].unique())
+    col = {i: n for n, i in enumerate(item_ids)}
+    user_ids = sorted(pairs["user_id"].unique())
+    row = {u: n for n, u in enumerate(user_ids)}
+    x = np.zeros((len(user_ids), len(item_ids)))
+    x[pairs["user_id"].map(row), pairs["item_id"].map(col)] = 1.0
+    p = np.linalg.inv(x.T @ x + settings.ease.reg_lambda * np.eye(len(item_ids)))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    seen_all = events.select("user_id", "item_id").distinct().toPandas().groupby("user_id")["item_id"].apply(set)
+    out = {}
+    for u in users:
+        s = x[row[u]] @ b
+        for i in seen_all[u]:
+            if i in col:
+                s[col[i]] = -np.inf
+        out[u] = [item_ids[j] for j in np.argsort(-s, kind="stable")[:n]]
+    return out
+
+
+@pytest.mark.slow
+def test_without_a_champion_the_baseline_is_published(spark, demo_pipeline):
+    """No champion: the nightly job publishes the baseline (EASE, the gate's measured best on the demo log, or
+    ALS when asked), every row saying so."""
+    settings = demo_pipeline
+    ds = "2026-11-02"
+    with restored(spark, settings, tables.RECOMMENDATIONS):
+        v = lakehouse.version(spark, settings, tables.RECOMMENDATIONS)
+        assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds, *NO_RANKER,
+                     "--set", "recommend.baseline=ease"]) == 0
+        # a rerun of the date replaces that date alone, one new version
+        assert lakehouse.version(spark, settings, tables.RECOMMENDATIONS) == v + 1
+        recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).cache()
+        _check_lists(spark, settings, recs, ds)
+        assert {r["source"] for r in recs.select("source").distinct().collect()} == {"ease"}
+        assert recs.where(~F.col("model_version").startswith("ease:") | F.col("model_run_id").isNull()
+                          | ~F.col("model_version").endswith("(no champion ranker)")
+                          | ~F.col("reason").startswith("Because you chose ")).count() == 0
+        # the lists are EASE's own, computed here independently
+        users = [r["user_id"] for r in recs.select("user_id").distinct().orderBy("user_id").limit(8).collect()]
+        expected = _numpy_ease_top(spark, settings, ds, users, settings.recommend.top_n)
+        got = recs.where(F.col("user_id").isin(users)).orderBy("user_id", "rank").toPandas() \
+            .groupby("user_id")["item_id"].apply(list)
+        assert {u: got[u] for u in users} == expected
+
+        assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds, *NO_RANKER,
+                     "--set", "recommend.baseline=als"]) == 0
+        recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).cache()
+        _check_lists(spark, settings, recs, ds)
+        assert "als" in {r["source"] for r in recs.select("source").distinct().collect()}
+        als_rows = recs.where(F.col("source") == "als")
+        assert als_rows.where(~F.col("reason").startswith("Because you showed interest in")).count() == 0
+        assert als_rows.where(~F.col("model_version").startswith("als:") | F.col("model_run_id").isNull()
+                              | ~F.col("model_version").endswith("(no champion ranker)")).count() == 0
+        assert recs.where(F.col("model_version").startswith("ranker:")).count() == 0
+        run_id = als_rows.first()["model_run_id"]
+        run = mlflow.MlflowClient(settings.tracking_uri()).get_run(run_id)
+        assert run.data.params["als.rank"] == str(settings.als.rank)
+        assert "input_version.silver.events" in run.data.params and "output_version.gold.user_factors" in run.data.params
+        artifacts = [a.path for a in mlflow.MlflowClient(settings.tracking_uri()).list_artifacts(run_id)]
+        assert "als_model" in artifacts
+
+
+@pytest.mark.slow
+def test_users_without_factors_get_content_then_popular_in_their_categories(spark, demo_pipeline):
+    """The ALS chain (recommend.baseline=als, no champion) for users ALS does not know."""
+    settings = demo_pipeline
+    ds = "2026-11-02"
+    with restored(spark, settings, tables.USER_FACTORS, tables.ITEM_EMBEDDINGS, tables.RECOMMENDATIONS):
+        _content_then_popular(spark, settings, ds)
+
+
+def _content_then_popular(spark, settings, ds):
+    # drop the factors: every active user is new to ALS and gets content candidates from its content vector
+    uf = lakehouse.read(spark, settings, tables.USER_FACTORS).where(F.col("ds") == ds)
+    lakehouse.overwrite_partition(spark, settings, tables.USER_FACTORS, uf.limit(0), {"ds": ds})
+    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds, *ALS_CHAIN]) == 0
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds)
+    assert {r[0] for r in recs.select("source").distinct().collect()} == {"content"}
+    assert recs.where(~F.col("reason").startswith("Similar to") | ~F.col("model_version").startswith(
+        f"content:{settings.embeddings.model}@")).count() == 0
+    # drop the embeddings too: popularity, in the user's favourite categories first
+    emb = lakehouse.read(spark, settings, tables.ITEM_EMBEDDINGS).where(F.col("ds") == ds)
+    lakehouse.overwrite_partition(spark, settings, tables.ITEM_EMBEDDINGS, emb.limit(0), {"ds": ds})
+    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds, *ALS_CHAIN]) == 0
+    recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds)
+    assert {r[0] for r in recs.select("source").distinct().collect()} <= {"popular_category", "popular"}
+    cat_rows = recs.where(F.col("source") == "popular_category").join(
+        lakehouse.read(spark, settings, tables.USER_PROFILES).where(F.col("ds") == ds), "user_id")
+    items = catalog.latest_items(spark, settings, ds)
+    mismatched = cat_rows.join(items, "item_id").where(
+        ~F.exists("categories", lambda c: F.array_contains(
+            F.slice("top_categories", 1, settings.recommend.fallback_categories), c)))
+    assert cat_rows.count() > 0 and mismatched.count() == 0
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_product_beside_the_baselines(spark, demo_pipeline, tmp_path):
+    """The pipeline's evaluate (temporal split) reports the product beside popularity, ALS and EASE; the product's
+    metrics are those of the lists it wrote, recomputed here with numpy."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tests.conftest import DEMO_DS
+
+    settings = demo_pipeline
+    folder = Path(settings.evaluate.report_dir) / DEMO_DS
+    results = json.loads((folder / "evaluation.json").read_text())
+    assert [r["split"] for r in results] == ["temporal"]
+    m = results[0]["results"]
+    assert set(m) == {"product", "popularity", "als", "ease"}
+    for model in m.values():
+        assert 0 <= model["ndcg"] <= 1 and 0 <= model["coverage"] <= 1 and model["users"] > 0
+    # on the demo log (category preferences), every personal model beats popularity
+    assert min(m["als"]["ndcg"], m["ease"]["ndcg"], m["product"]["ndcg"]) > m["popularity"]["ndcg"]
+    notes = results[0]["notes"]["product"]
+    assert notes["ranker"].startswith(("ranked the product", "lost to")) and set(notes["gate"]) >= {"ranker", "ease"}
+
+    lists = pd.read_parquet(folder / "lists")
+    truth = lists[lists["model"] == "truth"].groupby("user_id")["item_id"].apply(set)
+    k = settings.evaluate.k
+    disc = 1 / np.log2(np.arange(2, k + 2))
+    for name in ("product", "ease"):
+        mine = lists[lists["model"] == name].sort_values(["user_id", "rank"]).groupby("user_id")["item_id"].apply(list)
+        ndcg, prec = [], []
+        for user, relevant in truth.items():
+            top = mine.get(user, [])[:k]
+            hits = np.array([i in relevant for i in top], dtype=float)
+            ndcg.append((hits * disc[:len(hits)]).sum() / disc[:min(len(relevant), k)].sum())
+            prec.append(hits.sum() / k)
+        assert len(truth) == m[name]["users"]
+        assert m[name]["ndcg"] == pytest.approx(float(np.mean(ndcg)), abs=1e-9), name
+        assert m[name]["precision"] == pytest.approx(float(np.mean(prec)), abs=1e-9), name
+    report = (folder / "evaluation.md").read_text()
+    assert "| product |" in report and "| ease |" in report and "Gate on the ranker's validation users" in report
+    assert (folder / "evaluation.png").stat().st_size > 1000
