@@ -117,6 +117,8 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     world = getattr(args, "num_processes", None) or conf.num_processes
     if world <= 0:
         raise InputError(f"the number of processes must be positive, got {world}")
+    if conf.val_k <= 0:
+        raise InputError(f"ranker.val_k must be positive, got {conf.val_k}")
     ex_ds = lakehouse.latest_ds(spark, settings, tables.RANKER_EXAMPLES, ds)
     if ex_ds is None:
         raise InputError(f"gold.ranker_examples has no partition up to ds={ds}: run build_ranker_examples first "
@@ -151,12 +153,12 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     version = registry.register(info.model_uri, conf.registered_model)
     if getattr(args, "no_promote", False):
         decision = {"promoted": False, "reason": "left to promote_ranker (--no-promote)"}
-        progress.step("register", None, model=conf.registered_model, version=version, promoted=False,
+        progress.step("register", None, model=conf.registered_model, version=int(version), promoted=False,
                       reason=decision["reason"])
     else:
         decision = _promote(ctx, version, valid, scores)
     vocab.unpersist()
-    return {"version": version, f"best_val_ndcg_at_{conf.val_k}": result.best_ndcg, "epochs": len(result.history),
+    return {"version": int(version), f"best_val_ndcg_at_{conf.val_k}": result.best_ndcg, "epochs": len(result.history),
             "train_examples_per_s": result.examples_per_s, "train_lists": result.train_examples,
             "valid_examples": result.valid_examples, **{f"promotion_{k}": v for k, v in decision.items()}}
 
