@@ -20,6 +20,7 @@ from liverec.errors import InputError
 BASELINES = ("ease", "als")  # the baselines the gate measures (their rank columns in the validation rows)
 BEST_BASELINE_TAG = "best_baseline"  # registered-model tag: the baseline the last gate measured best
 PROMOTION_TAG = "promotion"  # model-version tag: the gate's reason
+RANKED_PREFIX = "ranker:"  # how gold.recommendations.model_version starts on the rows a ranker ranked
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Champion:
     @property
     def tag(self) -> str:
         """The model_version written on every row it ranked."""
-        return f"ranker:{self.name}/{self.version}"
+        return f"{RANKED_PREFIX}{self.name}/{self.version}"
 
 
 def _client() -> Any:

@@ -88,7 +88,7 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, published.rows, {"ds": ds})
     written = lakehouse.read(spark, settings, tables.RECOMMENDATIONS, version).where(F.col("ds") == ds)
     by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
-    ranked_rows = written.where(F.col("model_version").startswith("ranker:")).count()
+    ranked_rows = written.where(F.col("model_version").startswith(registry.RANKED_PREFIX)).count()
     n_users = written.select("user_id").distinct().count()
     progress.step("write gold.recommendations", sum(by_source.values()), version=version, users=n_users,
                   ranked_rows=ranked_rows, **{f"from_{k}": v for k, v in sorted(by_source.items())})
