@@ -76,6 +76,7 @@ benchmark: setup scratch
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python product_ml100k.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python mmr_ml100k.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python nightly_throughput.py
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ranker_scoring.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python online_latency.py --prepare
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python stream_freshness.py
 

@@ -219,3 +219,43 @@ def test_shared_history_forward_equals_the_batch_forward():
         empty = model.forward_shared(items, torch.zeros(6, dtype=torch.long), dense)
     assert torch.allclose(batch, shared, atol=1e-6)
     assert torch.isfinite(empty).all()
+
+
+def test_score_examples_equals_the_plain_forward_row_by_row():
+    """The nightly job's scoring path (rows of several users interleaved, unknown ids, an empty history) gives
+    each row the plain ``Ranker.forward`` score of that row alone; a pyfunc that is not a liverec ranker is
+    scored through its predict."""
+    import pandas as pd
+
+    from liverec.features import DENSE_FEATURES
+    from liverec.ranker.pyfunc import RankerModel, score_examples
+
+    torch.manual_seed(1)
+    n_dense = len(DENSE_FEATURES)
+    shape = RankerShape(n_items=9, id_dim=4, text_in=6, text_dim=3, n_dense=n_dense, attention_hidden=5,
+                        cross_layers=1, hidden_units=(8,), dropout=0.0)
+    state = {k: v.numpy() for k, v in Ranker(shape, text_table=np.random.default_rng(1).normal(size=(9, 6)))
+             .state_dict().items()}
+    vocab = {f"i{n}": n for n in range(1, 9)}
+    model = RankerModel.from_parts(shape, state, vocab, recent_items=3)
+    histories = {"a": ["i1", "i2", "i3", "i4"], "b": ["i5", "nope"], "c": []}
+    rng = np.random.default_rng(2)
+    rows = [(u, str(rng.choice([*vocab, "unknown"])), histories[u], rng.normal(size=n_dense).astype(np.float32))
+            for u in ["a", "b", "a", "c", "b", "a", "c"]]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "recent_items", "dense"])
+    got = score_examples(model, frame)
+
+    plain = model.model.eval()  # the batch formulation, one row at a time, ids mapped by hand
+    want = []
+    for _, item, hist, dense in rows:
+        recent = [vocab.get(i, 0) for i in hist][:3]
+        with torch.no_grad():
+            want.append(float(plain(torch.tensor([vocab.get(item, 0)]), torch.tensor([recent + [0] * (3 - len(recent))]),
+                                    torch.tensor(dense[None, :]))[0]))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    class Other:  # any other pyfunc: its predict over the pyfunc columns
+        def predict(self, df):
+            return pd.DataFrame({"score": df["als_z"].to_numpy() * 2.0})
+
+    np.testing.assert_allclose(score_examples(Other(), frame), [2.0 * float(d[0]) for *_, d in rows], rtol=1e-6)

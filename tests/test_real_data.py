@@ -118,9 +118,12 @@ def test_uci_online_retail(spark, settings, capsys):
     assert len(share[1]) > 3_000 and top1 >= 0.9 and top5 >= 0.85 and baseline < 0.2, (top1, top5, baseline)
 
 
-# the whole pipeline on a real data set, light: few ALS iterations, a short ranker run, every user active
+# the whole pipeline on a real data set, light: few ALS iterations, a short ranker run, every user active, half
+# the default candidates (ml100k_pipeline's numbers: the nightly job, the examples and the evaluation's product
+# scale with them)
 LIGHT = ("als.max_iter=5", "ranker.epochs=3", "ranker.num_processes=1", "recommend.active_days=100000",
-         "evaluate.splits=[random]")
+         "evaluate.splits=[random]", "recommend.als_candidates=100", "recommend.ease_candidates=100",
+         "recommend.mmr_pool=30")
 UP_TO_ONLINE = ("ingest,clean,embed_items,build_profiles,train_als,train_ease,build_ranker_examples,train_ranker,"
                 "recommend_nightly,publish_online")
 

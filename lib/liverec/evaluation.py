@@ -117,7 +117,7 @@ def _product(spark: SparkSession, settings: Settings, split: str, train_events: 
         vocab = dict(zip(ids["item_id"], ids["item_idx"].astype(int).tolist(), strict=True))
         info = pyfunc.log_model(result.shape, result.state, vocab, conf.recent_items,
                                 pyfunc.pyfunc_frame(valid.head(5)), name=f"product_ranker_{split}")
-        scores = mlflow.pyfunc.load_model(info.model_uri).predict(pyfunc.pyfunc_frame(valid))["score"].to_numpy()
+        scores = pyfunc.score_examples(mlflow.pyfunc.load_model(info.model_uri), valid)
         quality = metrics.list_quality(valid, scores, settings.recommend.top_n, registry.BASELINES)
         baselines = {m: v for m, v in quality.items() if m != "ranker"}
         measured = max(baselines, key=baselines.get) if baselines else None

@@ -66,5 +66,6 @@ class RankerSettings:
     num_processes: int
     local_mode: bool
     use_gpu: bool
+    score_threads: int
     registered_model: str
     champion_alias: str

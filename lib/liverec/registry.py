@@ -107,7 +107,7 @@ def promote(name: str, alias: str, version: str, valid_rows: pd.DataFrame, new_s
     import mlflow
 
     from liverec.metrics import list_quality, top_n_ndcg
-    from liverec.ranker.pyfunc import pyfunc_frame
+    from liverec.ranker.pyfunc import score_examples
 
     client = _client()
     quality = list_quality(valid_rows, new_scores, n, BASELINES)
@@ -126,7 +126,7 @@ def promote(name: str, alias: str, version: str, valid_rows: pd.DataFrame, new_s
     if holder is not None and str(holder.version) != str(version):
         try:
             model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-            old = top_n_ndcg(valid_rows, model.predict(pyfunc_frame(valid_rows))["score"].to_numpy(), n)
+            old = top_n_ndcg(valid_rows, score_examples(model, valid_rows), n)
         except (ValueError, KeyError, mlflow.exceptions.MlflowException) as err:
             # e.g. the feature set changed since the champion was trained: it cannot score today's inputs, so it
             # could not serve them either

@@ -71,18 +71,22 @@ def ship_model(spark: SparkSession, model_uri: str, scratch: str) -> str:
 
 
 
-def score(rows: DataFrame, archive: str) -> DataFrame:
-    """rows (item_id, recent_items, dense, ...) -> the same rows + ``score`` from the shipped model."""
-    from liverec.ranker.pyfunc import pyfunc_frame
+def score(rows: DataFrame, archive: str, threads: int = 1) -> DataFrame:
+    """rows (item_id, recent_items, dense, ...) -> the same rows + ``score`` from the shipped model, with
+    ``threads`` torch threads per Python worker (0 = torch's default)."""
+    from liverec.ranker.pyfunc import score_examples
 
     schema = T.StructType([*rows.schema.fields, T.StructField("score", T.DoubleType())])
 
     def apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         model = _scorer(archive)
         for pdf in batches:
             if len(pdf):
-                out = model.predict(pyfunc_frame(pdf))
-                pdf = pdf.assign(score=np.asarray(out["score"], dtype=np.float64))
+                pdf = pdf.assign(score=score_examples(model, pdf))
             else:
                 pdf = pdf.assign(score=pd.Series(dtype=np.float64))
             yield pdf
@@ -110,7 +114,8 @@ def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, ite
     counts = {r["s"]: r["count"] for r in cands.select(F.explode("sources").alias("s")).groupBy("s").count().collect()}
     rows = features.assemble(cands, f, settings.ranker.recent_items, conf.als_candidates, conf.ease_candidates)
     archive = ship_model(spark, model.uri, os.path.join(settings.scratch_dir, "champion"))
-    scored = score(rows.select("user_id", "item_id", "sources", "source", "via", "dense", "recent_items"), archive)
+    scored = score(rows.select("user_id", "item_id", "sources", "source", "via", "dense", "recent_items"), archive,
+                   settings.ranker.score_threads)
     if item_embeddings is not None:
         div_vectors = item_embeddings.select("item_id", F.col("embedding").alias("features"))
     else:

@@ -52,45 +52,58 @@ class RankerModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"score": self.scores(model_input)})
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
-        """One score per row. Rows that share their recent items (a user's candidates) are scored as one list
-        (``Ranker.forward_shared``: the history is encoded once per list, not once per row)."""
-        import torch
-
+        """One score per row of the pyfunc's input columns (``score_arrays`` does the work)."""
         missing = [c for c in ("item_id", "recent_items", *DENSE_FEATURES) if c not in frame.columns]
         if missing:
             raise ValueError(f"ranker input lacks columns {missing}")
-        item = frame["item_id"].astype(str).map(self.vocab).fillna(0).to_numpy(dtype=np.int64)
-        dense = frame[list(DENSE_FEATURES)].to_numpy(dtype=np.float32)
-        keys = [tuple(x) if x is not None else () for x in frame["recent_items"]]
+        return self.score_arrays(frame["item_id"], frame["recent_items"],
+                                 frame[list(DENSE_FEATURES)].to_numpy(dtype=np.float32))
+
+    def score_arrays(self, item_ids: pd.Series, recent_items: pd.Series, dense: np.ndarray) -> np.ndarray:
+        """One score per row: item ids, each row's recent item ids (newest first) and a (rows, DENSE_FEATURES)
+        matrix. Rows that share their recent items (a user's candidates) are scored as one list."""
+        item = item_ids.astype(str).map(self.vocab).fillna(0).to_numpy(dtype=np.int64)
+        dense = np.asarray(dense, dtype=np.float32)
+        keys = [tuple(x) if x is not None else () for x in recent_items]
         codes, uniques = pd.factorize(pd.Series(keys, dtype=object))
-        out = np.zeros(len(frame), dtype=np.float64)
+        out = np.zeros(len(item), dtype=np.float64)
         order = np.argsort(codes, kind="stable")
         bounds = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0, True])
-        with torch.no_grad():
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-                rows = order[a:b]
-                ids = [self.vocab.get(str(i), 0) for i in uniques[codes[rows[0]]]][:self.recent_len]
-                recent = np.zeros(self.recent_len, dtype=np.int64)
-                recent[:len(ids)] = ids
-                got = self.model.forward_shared(torch.as_tensor(item[rows]), torch.as_tensor(recent),
-                                                torch.as_tensor(dense[rows]))
-                out[rows] = got.numpy()
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            rows = order[a:b]
+            out[rows] = self._list_scores(item[rows], uniques[codes[rows[0]]], dense[rows])
         return out
 
     def score_ids(self, items: list[str], recent_items: list[str], dense: np.ndarray) -> np.ndarray:
         """Scores of ``items`` for one user: the same recent items (newest first) and a dense row per item
         (DENSE_FEATURES order). The online scorer's path: no DataFrame per request."""
+        item = np.array([self.vocab.get(str(i), 0) for i in items], dtype=np.int64)
+        return self._list_scores(item, recent_items, np.asarray(dense, dtype=np.float32))
+
+    def _list_scores(self, item_idx: np.ndarray, recent_items: Any, dense: np.ndarray) -> np.ndarray:
+        """One user's list (``Ranker.forward_shared``: the history is encoded once, not once per candidate)."""
         import torch
 
-        item = np.array([self.vocab.get(str(i), 0) for i in items], dtype=np.int64)
         recent = np.zeros(self.recent_len, dtype=np.int64)
         idx = [self.vocab.get(str(i), 0) for i in recent_items][:self.recent_len]
         recent[:len(idx)] = idx
         with torch.no_grad():
-            out = self.model.forward_shared(torch.as_tensor(item), torch.as_tensor(recent),
-                                            torch.as_tensor(np.asarray(dense, dtype=np.float32)))
+            out = self.model.forward_shared(torch.as_tensor(item_idx), torch.as_tensor(recent),
+                                            torch.as_tensor(dense))
         return out.numpy().astype(np.float64)
 
+
+def score_examples(model: Any, rows: pd.DataFrame) -> np.ndarray:
+    """Scores of example rows (item_id, recent_items, dense array: what ``liverec.features.assemble`` writes) by a
+    loaded ranker pyfunc (or a ``RankerModel``). A liverec ranker scores them through its own ``score_arrays``:
+    the rows come from the feature code, so MLflow's per-row input check, which costs ten times the model on
+    the list column (benchmarks/results/ranker_scoring.md), is skipped; any other pyfunc goes through
+    ``predict``. Same scores either way (the pyfunc's float64 columns are the float32 features widened)."""
+    inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else model
+    if hasattr(inner, "score_arrays"):
+        dense = np.stack(rows["dense"].to_numpy()) if len(rows) else np.zeros((0, len(DENSE_FEATURES)))
+        return inner.score_arrays(rows["item_id"], rows["recent_items"], dense)
+    return np.asarray(model.predict(pyfunc_frame(rows))["score"], dtype=np.float64)
 
 
 def pyfunc_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +153,7 @@ def log_and_check(result: Any, vocab: Any, recent_items: int, valid: pd.DataFram
     vocab_map = dict(zip(ids["item_id"], ids["item_idx"].astype(int).tolist(), strict=True))
     info = log_model(result.shape, result.state, vocab_map, recent_items, pyfunc_frame(valid.head(5)))
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)
-    scores = pyfunc.predict(pyfunc_frame(valid))["score"].to_numpy()
+    scores = score_examples(pyfunc, valid)
     sampled = valid["sampled"].to_numpy(dtype=bool)
     groups = pd.factorize(valid["user_id"][sampled])[0]
     mlflow.log_metric(f"pyfunc_val_ndcg_at_{k}", ndcg_at_k(

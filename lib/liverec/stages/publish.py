@@ -43,6 +43,8 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     if conf.top_n <= 0 or conf.mmr_pool < 0 or not 0.0 <= conf.mmr_lambda <= 1.0:
         raise InputError(f"recommend.top_n must be positive, mmr_pool >= 0 and mmr_lambda in [0, 1] "
                          f"(got {conf.top_n}, {conf.mmr_pool}, {conf.mmr_lambda})")
+    if settings.ranker.score_threads < 0:
+        raise InputError(f"ranker.score_threads must be >= 0 (0 = torch's default), got {settings.ranker.score_threads}")
     events = require_silver(ctx).cache()  # read by every candidate source and the fallback chain
     user_profiles, profile_ds = latest(ctx, tables.USER_PROFILES)
     if user_profiles is None:

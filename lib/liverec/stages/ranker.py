@@ -173,7 +173,7 @@ def run_promote_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
 
     from liverec import lakehouse, registry
     from liverec.ranker.examples import VALID_COLUMNS
-    from liverec.ranker.pyfunc import pyfunc_frame
+    from liverec.ranker.pyfunc import score_examples
 
     spark, settings, conf = ctx.spark, ctx.settings, ctx.settings.ranker
     mv = registry.version_to_judge(conf.registered_model, getattr(args, "version", None))
@@ -187,7 +187,7 @@ def run_promote_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     if valid.empty:
         raise InputError(f"gold.ranker_examples ds={ex_ds} has no validation rows to judge v{mv.version} on")
     model = mlflow.pyfunc.load_model(f"models:/{conf.registered_model}/{mv.version}")
-    scores = model.predict(pyfunc_frame(valid))["score"].to_numpy()
+    scores = score_examples(model, valid)
     mlflow.log_params({"candidate_version": mv.version, "candidate_run_id": mv.run_id, "examples_ds": ex_ds})
     decision = _promote(ctx, str(mv.version), valid, scores)
     return {f"promotion_{k}": v for k, v in decision.items()}
