@@ -40,11 +40,13 @@ def main() -> int:
     from liverec.ranker.model import Ranker, RankerShape
     from liverec.ranker.pyfunc import log_model, pyfunc_frame, score_examples
 
-    conf = load_settings().ranker
+    settings = load_settings()
+    conf = settings.ranker
     if conf.score_threads > 0:
         torch.set_num_threads(conf.score_threads)
     torch.manual_seed(0)
-    shape = RankerShape(n_items=args.items + 1, id_dim=24, text_in=384, text_dim=conf.text_dim,
+    # id embedding as wide as the ALS factors; 384 = the width of the default encoder's (all-MiniLM-L6-v2) vectors
+    shape = RankerShape(n_items=args.items + 1, id_dim=settings.als.rank, text_in=384, text_dim=conf.text_dim,
                         n_dense=len(DENSE_FEATURES), attention_hidden=conf.attention_hidden,
                         cross_layers=conf.cross_layers, hidden_units=tuple(conf.hidden_units), dropout=0.0)
     rng = np.random.default_rng(0)

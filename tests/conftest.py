@@ -109,6 +109,9 @@ def demo_pipeline(tmp_path_factory, spark) -> Settings:
 
 
 ML100K_DS = "2024-01-15"
+# half the default candidates, for the real-data chains: the nightly job, the examples and the evaluation's product
+# scale with them
+LIGHT_CANDIDATES = ("recommend.als_candidates=100", "recommend.ease_candidates=100", "recommend.mmr_pool=30")
 
 
 @pytest.fixture(scope="session")
@@ -120,8 +123,7 @@ def ml100k_pipeline(tmp_path_factory, spark) -> Settings:
     from liverec.cli import main
 
     data = shared("ml-100k")
-    light = ("ranker.epochs=3", "ranker.num_processes=1", "recommend.als_candidates=100",
-             "recommend.ease_candidates=100", "recommend.mmr_pool=30")
+    light = ("ranker.epochs=3", "ranker.num_processes=1", *LIGHT_CANDIDATES)
     settings = settings_for(tmp_path_factory.mktemp("ml100k"), *light)  # the tests read with the run's settings
     stages = ("ingest,clean,embed_items,build_profiles,train_als,train_ease,build_ranker_examples,train_ranker,"
               "recommend_nightly,publish_online")

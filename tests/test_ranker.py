@@ -259,3 +259,9 @@ def test_score_examples_equals_the_plain_forward_row_by_row():
             return pd.DataFrame({"score": df["als_z"].to_numpy() * 2.0})
 
     np.testing.assert_allclose(score_examples(Other(), frame), [2.0 * float(d[0]) for *_, d in rows], rtol=1e-6)
+
+
+def test_a_negative_score_threads_is_one_clear_line(spark, settings, capsys):
+    assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", DEMO_DS,
+                 "--set", "ranker.score_threads=-1"]) == 2
+    assert "ranker.score_threads must be >= 0 (0 = torch's default), got -1" in capsys.readouterr().err

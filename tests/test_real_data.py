@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from liverec import lakehouse, tables, tracking
 from liverec.cli import main
 from liverec.readers import RETAIL_PRODUCT_CODE
-from tests.conftest import cli_args, shared
+from tests.conftest import LIGHT_CANDIDATES, cli_args, shared
 
 DS = "2024-01-15"
 
@@ -118,12 +118,10 @@ def test_uci_online_retail(spark, settings, capsys):
     assert len(share[1]) > 3_000 and top1 >= 0.9 and top5 >= 0.85 and baseline < 0.2, (top1, top5, baseline)
 
 
-# the whole pipeline on a real data set, light: few ALS iterations, a short ranker run, every user active, half
-# the default candidates (ml100k_pipeline's numbers: the nightly job, the examples and the evaluation's product
-# scale with them)
+# the whole pipeline on a real data set, light: few ALS iterations, a short ranker run, every user active, the
+# candidates ml100k_pipeline uses
 LIGHT = ("als.max_iter=5", "ranker.epochs=3", "ranker.num_processes=1", "recommend.active_days=100000",
-         "evaluate.splits=[random]", "recommend.als_candidates=100", "recommend.ease_candidates=100",
-         "recommend.mmr_pool=30")
+         "evaluate.splits=[random]", *LIGHT_CANDIDATES)
 UP_TO_ONLINE = ("ingest,clean,embed_items,build_profiles,train_als,train_ease,build_ranker_examples,train_ranker,"
                 "recommend_nightly,publish_online")
 

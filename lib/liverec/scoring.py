@@ -71,9 +71,9 @@ def ship_model(spark: SparkSession, model_uri: str, scratch: str) -> str:
 
 
 
-def score(rows: DataFrame, archive: str, threads: int = 1) -> DataFrame:
+def score(rows: DataFrame, archive: str, threads: int) -> DataFrame:
     """rows (item_id, recent_items, dense, ...) -> the same rows + ``score`` from the shipped model, with
-    ``threads`` torch threads per Python worker (0 = torch's default)."""
+    ``threads`` torch threads per Python worker (``ranker.score_threads``; 0 = torch's default)."""
     from liverec.ranker.pyfunc import score_examples
 
     schema = T.StructType([*rows.schema.fields, T.StructField("score", T.DoubleType())])
