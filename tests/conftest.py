@@ -20,8 +20,11 @@ T0 = dt.datetime(2024, 3, 1)
 SHARED_DATA = Path(os.environ.get("LIVEREC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-# tiny test tables: whole-stage code generation costs more than it saves, Delta replays its log in 2 tasks
-SMALL_DATA = ("spark.conf.spark.sql.codegen.wholeStage=false", "spark.conf.spark.databricks.delta.snapshotPartitions=2")
+# tiny test tables: whole-stage code generation costs more than it saves, Delta replays its log in 2 tasks; the
+# parallel collector for a driver JVM that lives through many tests (G1's concurrent marking, started again and again
+# by large allocations: tests/test_nightly.py took 785 s with G1, 601 s with this, on 2 cores)
+SMALL_DATA = ("spark.conf.spark.sql.codegen.wholeStage=false", "spark.conf.spark.databricks.delta.snapshotPartitions=2",
+              "spark.conf.spark.driver.extraJavaOptions=-XX:+UseParallelGC")
 
 
 VENV_BIN = Path(sys.executable).parent

@@ -42,7 +42,10 @@ def build_spark(settings: Settings, stage: str = "") -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.warehouse.dir", str(Path(settings.scratch_dir) / "warehouse"))
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.scratch_dir}")
+        # Derby (Spark's catalog) inside the scratch folder, after any driver JVM options given in spark.conf
+        .config("spark.driver.extraJavaOptions", " ".join(filter(None, (
+            settings.spark.conf.get("spark.driver.extraJavaOptions", ""),
+            f"-Dderby.system.home={settings.scratch_dir}"))))
         # a CSV line with the wrong number of fields is malformed even when a query reads only some columns
         .config("spark.sql.csv.parser.columnPruning.enabled", "false")
         # Delta: replaceWhere on partition columns and schema checks on every write
@@ -55,7 +58,8 @@ def build_spark(settings: Settings, stage: str = "") -> SparkSession:
                 "spark.jars.ivy", str(Path(settings.scratch_dir) / "ivy")
             )
     for key, value in settings.spark.conf.items():
-        builder = builder.config(key, value)
+        if key != "spark.driver.extraJavaOptions":
+            builder = builder.config(key, value)
     # Python workers run this interpreter (the venv that has liverec and its pins) unless told otherwise
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = builder.getOrCreate()
