@@ -119,3 +119,13 @@ def test_the_readme_stage_table_is_the_declared_one():
     from liverec.stages import stage_table
 
     assert stage_table() in (REPO / "README.md").read_text(), "README.md's stage table is stale: paste stage_table()"
+
+
+def test_driver_java_options_keep_the_given_ones_beside_the_derby_home(tmp_path):
+    from liverec.session import driver_java_options
+
+    plain = load_settings(overrides=[f"scratch_dir={tmp_path}"])
+    assert driver_java_options(plain) == f"-Dderby.system.home={tmp_path}"
+    given = load_settings(overrides=[f"scratch_dir={tmp_path}",
+                                     "spark.conf.spark.driver.extraJavaOptions=-XX:+UseParallelGC -Xss4m"])
+    assert driver_java_options(given) == f"-XX:+UseParallelGC -Xss4m -Dderby.system.home={tmp_path}"

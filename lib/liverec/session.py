@@ -29,6 +29,12 @@ def delta_jar_on_classpath() -> bool:
     return bool(glob.glob(str(jars / "delta-spark_2.13-*.jar")))
 
 
+def driver_java_options(settings: Settings) -> str:
+    """spark.driver.extraJavaOptions: any given in spark.conf, then Derby (Spark's catalog) inside the scratch folder."""
+    given = settings.spark.conf.get("spark.driver.extraJavaOptions", "")
+    return " ".join(filter(None, (given, f"-Dderby.system.home={settings.scratch_dir}")))
+
+
 def build_spark(settings: Settings, stage: str = "") -> SparkSession:
     """Return the session for a job. Under spark-submit the given master is kept."""
     name = f"{settings.spark.app_name}-{stage}" if stage else settings.spark.app_name
@@ -42,10 +48,7 @@ def build_spark(settings: Settings, stage: str = "") -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.warehouse.dir", str(Path(settings.scratch_dir) / "warehouse"))
         .config("spark.ui.showConsoleProgress", "false")
-        # Derby (Spark's catalog) inside the scratch folder, after any driver JVM options given in spark.conf
-        .config("spark.driver.extraJavaOptions", " ".join(filter(None, (
-            settings.spark.conf.get("spark.driver.extraJavaOptions", ""),
-            f"-Dderby.system.home={settings.scratch_dir}"))))
+        .config("spark.driver.extraJavaOptions", driver_java_options(settings))
         # a CSV line with the wrong number of fields is malformed even when a query reads only some columns
         .config("spark.sql.csv.parser.columnPruning.enabled", "false")
         # Delta: replaceWhere on partition columns and schema checks on every write
