@@ -212,8 +212,8 @@ def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, t
             "malformed JSON": ('{"dataframe_records": [{"user_id": ', 400, ""),
             "unknown user": (json.dumps({"dataframe_records": [{"user_id": "no-such-user", "k": 5}]}), 404,
                              "unknown user_id"),
-            "unknown item": (json.dumps({"dataframe_records": [{"session": _clicks("999999"), "k": 5}]}), 400,
-                             "unknown item id"),
+            "item id neither a string nor an integer": (json.dumps({"dataframe_records": [
+                {"session": [{"item_id": True, "event_type": "click"}], "k": 5}]}), 400, "an item id is a string"),
             "k too small": (json.dumps({"dataframe_records": [{"session": _clicks(STAR_WARS), "k": 0}]}), 400,
                             "k must be an integer from 1 to"),
             "k too large": (json.dumps({"dataframe_records": [{"session": _clicks(STAR_WARS), "k": 10_000}]}), 400,
@@ -233,6 +233,11 @@ def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, t
         # still serving after all of that
         status, body = _post(port, json.dumps(ok))
         assert status == 200 and len(body["predictions"]) == 5
+        # an item new since the nightly run is left out and named, not refused
+        status, body = _post(port, json.dumps({"dataframe_records": [
+            {"user_id": None, "session": _clicks("999999", STAR_WARS), "k": 5}]}))
+        assert status == 200 and len(body["predictions"]) == 5, body
+        assert all(r["ignored_items"] == ["999999"] for r in body["predictions"]), body
     finally:
         proc.terminate()
         try:
@@ -240,6 +245,28 @@ def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, t
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def test_items_the_catalogue_lacks_are_left_out_and_named_not_refused(online_model):
+    """A session event, viewed item or exclusion of an item new since the nightly run: the answer is the one
+    to the same request without it, and names it; a visitor whose every item is new gets the popular items."""
+    scorer = online_model.unwrap_python_model().scorer
+    new_items = ["999999", "888888", "777777"]
+    assert not set(new_items) & set(scorer.item_ids)
+    known = {"user_id": None, "session": _clicks(STAR_WARS, EMPIRE), "k": 5, "exclude": [JEDI]}
+    first = {"item_id": "999999", "event_type": "click", "ts": 1_600_000_000}  # older than the known clicks
+    with_new = {**known, "session": [first, *known["session"]], "viewing": 888888, "exclude": [JEDI, "777777"]}
+    before = scorer.ignored_items
+    want = online_model.predict(pd.DataFrame([known]))
+    got = online_model.predict(pd.DataFrame([with_new]))
+    cols = ["rank", "item_id", "score", "source", "reason"]
+    pd.testing.assert_frame_equal(got[cols], want[cols])
+    assert all(x == [] for x in want["ignored_items"]) and all(x == new_items for x in got["ignored_items"])
+    visitor = online_model.predict(pd.DataFrame([{"user_id": None, "session": _clicks("999999"), "k": 5}]))
+    assert len(visitor) == 5 and set(visitor["source"]) == {"popular"}
+    assert set(visitor["item_id"]) <= {scorer.item_ids[i] for i in scorer.popular if i >= 0}
+    assert all(x == ["999999"] for x in visitor["ignored_items"])
+    assert scorer.ignored_items - before == len(new_items) + 1
 
 
 def test_bundle_rows_per_user_keep_their_order_and_drop_unknown_ids():

@@ -27,7 +27,9 @@ event_type, ts), ``viewing`` (the item on screen), ``k`` and ``exclude``. The sc
    reason and source.
 
 Bad requests raise ``RequestError`` (an MlflowException the scoring server answers with 400, or 404
-for an unknown user); the server keeps serving.
+for an unknown user); the server keeps serving. An item id the bundle's catalogue does not hold (new since the
+nightly run) is left out of the request, not refused: the answer's ``ignored_items`` names it, and
+``OnlineScorer.ignored_items`` counts them over the server's life.
 
 Request parsing lives in ``liverec.online_requests`` and the dense features in ``liverec.online_features``
 (mixins of :class:`OnlineScorer`); ``liverec.online`` re-exports what callers use (``Event``, ``Request``,
@@ -39,6 +41,7 @@ from __future__ import annotations
 import gc
 import hmac
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -58,6 +61,9 @@ from liverec.online_requests import Event as Event  # re-exported: the publish s
 
 SOURCES = ("viewing", "session", "nightly", "friends", "ease", "als", "popular")  # the order they fill candidates
 LIVE_SOURCES = ("viewing", "session")  # candidates the live session brought
+# the answer: one row per recommended item; ignored_items repeats, on each row of a request, the item ids it left out
+ANSWER_COLUMNS = ("request", "rank", "item_id", "title", "score", "source", "reason", "ignored_items")
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- the scorer
@@ -71,6 +77,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
                 f"the id key in ${meta['key_env']} is not the key this model's user ids were pseudonymised with: "
                 "serve it with the key the batch jobs used")
         self.key, self.meta, self.ranker = key, meta, ranker
+        self.ignored_items = 0  # item ids left out of requests (not in the catalogue), since the scorer loaded
         for name, arr in arrays.items():
             setattr(self, name, arr)
         self.item_ids: list[str] = meta["item_ids"]
@@ -280,8 +287,13 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         if len(records) > self.meta["max_requests"]:
             raise _request_error(f"{len(records)} requests in one call; at most {self.meta['max_requests']}")
         reqs = [self.parse(r) for r in records]  # every request is checked before any is scored
-        rows = [{"request": n, **p} for n, req in enumerate(reqs) for p in self.recommend(req)]
-        return pd.DataFrame(rows, columns=["request", "rank", "item_id", "title", "score", "source", "reason"])
+        for req in reqs:
+            if req.ignored:
+                self.ignored_items += len(req.ignored)
+                log.info("left out item ids the catalogue of ds %s does not hold: %s", self.meta["ds"], req.ignored)
+        rows = [{"request": n, **p, "ignored_items": list(req.ignored)}
+                for n, req in enumerate(reqs) for p in self.recommend(req)]
+        return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
 
 
 # --------------------------------------------------------------------------- the pyfunc
@@ -298,7 +310,7 @@ def _key(meta: dict[str, Any]) -> bytes:
 
 class OnlineModel(mlflow.pyfunc.PythonModel):
     """``liverec-online``: input ``dataframe_records`` of requests, output one row per recommended item
-    (request, rank, item_id, title, score, source, reason)."""
+    (``ANSWER_COLUMNS``)."""
 
     def load_context(self, context: Any) -> None:
         import torch

@@ -4,7 +4,9 @@ A request (one row of ``dataframe_records``) carries ``user_id``, ``session``, `
 ``exclude``; :class:`RequestParsing` (a mixin of ``liverec.online.OnlineScorer``, which holds the bundle's
 catalogue and user indexes, the event weights and the ALS settings it reads) validates a record against the
 bundle and resolves it to catalogue and user rows. A bad request raises :func:`_request_error`'s
-MlflowException, which the scoring server answers with 400 (404 for an unknown user).
+MlflowException, which the scoring server answers with 400 (404 for an unknown user). A well-formed item id
+that is not in the bundle's catalogue (an item new since the nightly run) is not an error: its session event,
+``viewing`` or ``exclude`` entry is left out and the id kept in ``Request.ignored``, which the answer reports.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Request:
     viewing: int | None
     k: int
     exclude: set[int] = field(default_factory=set)
+    ignored: list[str] = field(default_factory=list)  # item ids not in the catalogue, left out, in request order
 
 
 def _plain(v: Any) -> Any:
@@ -105,27 +108,35 @@ class RequestParsing:
         k = m["default_k"] if _missing(raw_k) else raw_k
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= m["max_k"]:
             raise _request_error(f"k must be an integer from 1 to {m['max_k']}, got {raw_k!r}")
-        session = self._session(record.get("session"))
-        viewing = None if _missing(record.get("viewing")) else self._item(record["viewing"], "viewing")
+        ignored: list[str] = []
+        raw_session = record.get("session")
+        session = self._session(raw_session, ignored)
+        viewing = None if _missing(record.get("viewing")) else self._item(record["viewing"], "viewing", ignored)
         raw_ex = record.get("exclude")
         raw_ex = [] if _missing(raw_ex) else raw_ex
         if not isinstance(raw_ex, (list, tuple, np.ndarray)):
             raise _request_error(f"exclude must be a list of item ids, got {type(raw_ex).__name__}")
         if len(raw_ex) > m["max_exclude"]:
             raise _request_error(f"exclude has {len(raw_ex)} items; at most {m['max_exclude']} are accepted")
-        exclude = {self._item(i, "exclude") for i in raw_ex}
-        if user is None and not session and viewing is None:
+        exclude = {at for i in raw_ex if (at := self._item(i, "exclude", ignored)) is not None}
+        asked = (not _missing(raw_session) and len(raw_session) > 0) or not _missing(record.get("viewing"))
+        if user is None and not asked:
             raise _request_error("a request needs a known user_id, a session or a viewed item")
-        return Request(user, session, viewing, int(k), exclude)
+        # a visitor whose every item is new since the nightly run gets the popular items, not an error
+        return Request(user, session, viewing, int(k), exclude, ignored)
 
-    def _item(self, raw: Any, where: str) -> int:
+    def _item(self, raw: Any, where: str, ignored: list[str]) -> int | None:
+        """The catalogue row of an item id; None (and the id appended to ``ignored``) for a well-formed id the
+        catalogue does not hold. An id that is not a string or an integer is a bad request."""
         raw = _plain(raw)
-        at = self.index.get(str(raw).strip()) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
+        if not isinstance(raw, (str, int)) or isinstance(raw, bool) or not str(raw).strip():
+            raise _request_error(f"{where}: an item id is a string or an integer, got {raw!r}")
+        at = self.index.get(str(raw).strip())
         if at is None:
-            raise _request_error(f"unknown item id {raw!r} in {where}: not in the catalogue of ds {self.meta['ds']}")
+            ignored.append(str(raw).strip())
         return at
 
-    def _session(self, raw: Any) -> list[Event]:
+    def _session(self, raw: Any, ignored: list[str]) -> list[Event]:
         if _missing(raw):
             return []
         if not isinstance(raw, (list, tuple, np.ndarray)):
@@ -143,7 +154,7 @@ class RequestParsing:
                 raise _request_error(f"{where} has unknown field(s) {extra}; an event has {list(SESSION_FIELDS)}")
             if _missing(e.get("item_id")):
                 raise _request_error(f"{where} lacks item_id")
-            item = self._item(e["item_id"], where)
+            item = self._item(e["item_id"], where, ignored)
             etype = str(e.get("event_type") or "").strip().lower()
             if etype not in self.weights:
                 raise _request_error(f"{where}.event_type {e.get('event_type')!r} is not one of "
@@ -155,7 +166,8 @@ class RequestParsing:
             # the batch's own strength rule (ALS's event_strength), for the fold-in
             w = event_strength_value(self.als_conf, self.weights, etype, None if _missing(value) else float(value))
             ts = float(n) if _missing(e.get("ts")) else _ts(_plain(e["ts"]), where)
-            out.append(Event(item, etype, ts, w))
+            if item is not None:  # checked like the others, then left out: the catalogue does not know it
+                out.append(Event(item, etype, ts, w))
         # newest first; equal times keep the later position as the newer
         order = sorted(range(len(out)), key=lambda i: (out[i].ts, i), reverse=True)
         return [out[i] for i in order]
