@@ -55,8 +55,14 @@ serve: setup scratch
 notebook: setup scratch
 	$(RUN_ENV) $(BIN)/python notebooks/make_report.py
 
+# two pytest-xdist workers on 2 cores: one test's single-threaded stretches (Spark planning on the driver, MLflow,
+# JVM start-up) leave a core idle that the other worker uses; each shared chain (tests/conftest.py) stays on one
+# worker. TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: setup airflow-setup scratch
-	$(RUN_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(RUN_ENV) $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup scratch
 	$(RUN_ENV) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

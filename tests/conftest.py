@@ -51,6 +51,7 @@ def settings_for(root: Path, *extra: str) -> Settings:
         f"lakehouse_root={root / 'lakehouse'}",
         f"scratch_dir={root / 'scratch'}",
         f"demo.output_dir={root / 'demo'}",
+        f"evaluate.report_dir={root / 'reports'}",
         f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
         f"mlflow.artifact_root={root / 'mlartifacts'}",
         "demo_mode=true",
@@ -67,12 +68,38 @@ def cli_args(settings: Settings) -> list[str]:
         "--set", f"lakehouse_root={settings.lakehouse_root}",
         "--set", f"scratch_dir={settings.scratch_dir}",
         "--set", f"demo.output_dir={settings.demo.output_dir}",
+        "--set", f"evaluate.report_dir={settings.evaluate.report_dir}",
         "--set", f"mlflow.tracking_uri={settings.mlflow.tracking_uri}",
         "--set", f"mlflow.artifact_root={settings.mlflow.artifact_root}",
         "--set", "demo_mode=true",
         "--set", "spark.shuffle_partitions=4",
         *[x for kv in SMALL_DATA for x in ("--set", kv)],
     ]
+
+
+# session-scoped chains and the xdist group of the tests that use them (make test: pytest-xdist, --dist loadgroup)
+CHAIN_GROUPS = {"demo_pipeline": "demo", "ml100k_pipeline": "ml100k"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist each worker builds its own session fixtures: every test that uses a chain goes to the
+    worker that runs it (one xdist_group per chain), so no chain runs twice; the other tests are spread."""
+    del config
+    for item in items:
+        group = next((g for fixture, g in CHAIN_GROUPS.items() if fixture in item.fixturenames), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """xdist's loadgroup sends a group's tests to one worker by a suffix it adds to their node ids; where it could
+    not (a pytest that keeps node ids read-only), each worker would run every chain: stop instead."""
+    if session.config.getoption("loadgroup", default=False) and any(
+            item.get_closest_marker("xdist_group") and "@" not in item.nodeid for item in session.items):
+        raise pytest.UsageError("pytest-xdist could not group the tests of a shared chain (see pyproject.toml: "
+                                "pytest 8 with pytest-xdist 3.8); run with -p no:xdist or fix the versions")
 
 
 @pytest.fixture(scope="session")
