@@ -15,12 +15,16 @@ PETASTORM_DEPS := dill diskcache future psutil pyzmq six fsspec packaging
 RUN_ENV := HOME=$(SCRATCH)/home TMPDIR=$(SCRATCH)/tmp HF_HOME=$(SCRATCH)/hf HF_HUB_OFFLINE=1 \
 	MPLCONFIGDIR=$(SCRATCH)/mpl PATH=$(CURDIR)/$(BIN):$$PATH PYSPARK_PYTHON=$(CURDIR)/$(BIN)/python
 
-.PHONY: setup airflow-setup scratch demo serve notebook test test-fast lint benchmark clean-scratch
+.PHONY: setup airflow-setup scratch demo serve redis notebook test test-fast lint benchmark clean-scratch
 
 setup: $(STAMP)
 
 $(STAMP): Makefile pyproject.toml requirements/constraints.txt lib/liverec/jars.py
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	# redis-server: the online store's production back end (tests start their own on a free loopback port)
+	@command -v redis-server >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }; \
+		else echo "redis-server is required: sudo apt-get install redis-server"; exit 1; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -c requirements/constraints.txt -e '.[dev,training]'
@@ -47,9 +51,15 @@ scratch:
 demo: setup scratch
 	$(RUN_ENV) $(BIN)/liverec pipeline --set demo_mode=true
 
-# serve the demo's online model (after make demo): mlflow models serve on 127.0.0.1:5001
+# serve the demo's online model (after make demo): liverec serve on 127.0.0.1:5001 (SQLite store)
 serve: setup scratch
 	$(RUN_ENV) $(BIN)/liverec serve --set demo_mode=true
+
+# a local redis-server on 127.0.0.1:6379 (data under .liverec/redis) for online.store=redis://127.0.0.1:6379/0
+redis: setup scratch
+	@mkdir -p $(SCRATCH)/redis
+	redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null || redis-server --bind 127.0.0.1 --port 6379 \
+		--dir $(SCRATCH)/redis --daemonize yes --logfile $(SCRATCH)/redis/redis.log
 
 # re-execute notebooks/nightly_report.ipynb on the demo lakehouse (after make demo)
 notebook: setup scratch

@@ -210,3 +210,99 @@ def silver(spark, rows):
     return spark.createDataFrame(data, "event_id string, user_id string, item_id string, event_type string, "
                                        "value double, ts timestamp, session_id string, price double, source string, "
                                        "ds string")
+
+
+class RedisServer:
+    """A real ``redis-server`` on a loopback port, without persistence (``--save ""``, no AOF), for the online
+    store's tests: ``.url``, ``.start()``, ``.stop()`` (a restart keeps the port; the data is gone)."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        import shutil
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.fail("redis-server is not installed (not on PATH): `make setup` installs it "
+                        "(apt-get install redis-server)", pytrace=False)
+        self.exe = exe
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.log = workdir / "redis-server.log"
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def answers(self) -> bool:
+        """Whether the server answers PING (a raw RESP round trip, without the client library)."""
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self, wait_s: float = 15.0) -> None:
+        import subprocess
+        import time
+
+        cmd = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(self.workdir)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + wait_s
+        while not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                state = "exited" if self.proc.poll() is not None else f"did not answer PING within {wait_s:.0f} s"
+                self.stop()
+                pytest.fail(f"redis-server on 127.0.0.1:{self.port} {state}; its log ({self.log}):\n"
+                            f"{self.log.read_text(errors='replace')[-4000:]}", pytrace=False)
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """The URL of a real redis-server (loopback, free port) for the whole run; tests keep apart by key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_restartable(tmp_path: Path):
+    """A redis-server of the test's own (stopped and started again by the test, same port), stopped after it."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

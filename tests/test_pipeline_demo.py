@@ -119,7 +119,8 @@ def test_every_stage_wrote_what_it_declares(spark, demo_pipeline):
     import mlflow
 
     from liverec.stages import PIPELINE, STAGES
-    from liverec.stages.base import CHAMPION, EVALUATION_REPORT, ONLINE_MODEL, RANKER_VERSION
+    from liverec.online_store import open_store
+    from liverec.stages.base import CHAMPION, EVALUATION_REPORT, ONLINE_MODEL, ONLINE_STORE, RANKER_VERSION
 
     settings = demo_pipeline
     client = mlflow.MlflowClient(settings.tracking_uri())
@@ -137,6 +138,9 @@ def test_every_stage_wrote_what_it_declares(spark, demo_pipeline):
                 assert client.get_model_version_by_alias(ranker, settings.ranker.champion_alias), name
             elif out == ONLINE_MODEL:
                 assert client.get_model_version_by_alias(online, settings.online.alias), name
+            elif out == ONLINE_STORE:
+                with open_store(tables.online_store_url(settings)) as store:
+                    assert store.current() == DS and store.count() > 0, name
             else:
                 assert out == EVALUATION_REPORT and (Path(settings.evaluate.report_dir) / DS / "evaluation.json"
                                                      ).is_file(), (name, out)

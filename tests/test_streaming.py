@@ -62,6 +62,20 @@ def recent_lists(spark, settings) -> dict[str, list[tuple[str, str]]]:
     return {r["user_id"]: [(e["item_id"], e["event_id"]) for e in r["recent"]] for r in rows}
 
 
+def store_lists(settings) -> dict[str, list[tuple[str, str]]]:
+    """user pseudonym -> [(item_id, event_id), ...] as the online store's recent lists hold them."""
+    import orjson
+
+    from liverec.online_store import open_store
+
+    store = open_store(tables.online_store_url(settings))
+    try:
+        users = [pseudonym(settings, u) for u in ("ua", "ub", "uc")]
+        return {u: [(e[0], e[3]) for e in orjson.loads(v)] for u, v in store.get_recent(users).items()}
+    finally:
+        store.close()
+
+
 def quarantine_reasons(spark, settings) -> dict[str, int]:
     q = lakehouse.read(spark, settings, tables.SILVER_QUARANTINE)
     return {r["reason"]: r["count"] for r in q.groupBy("reason").count().collect()}
@@ -141,6 +155,7 @@ def test_once_cleans_quarantines_and_keeps_recent_items(spark, stream_settings, 
     lists = recent_lists(spark, settings)
     assert lists[ub] == [("j1", "b3"), ("j2", "b2")]
     assert lists[ua] == [("i2", "a6"), ("i5", "a5"), ("i4", "a4")]
+    assert store_lists(settings) == lists  # the online store got the same lists, batch by batch
     assert lakehouse.read(spark, settings, tables.SILVER_EVENTS).count() == len(FILE_1_KEPT) + 1
     assert quarantine_reasons(spark, settings) == {"malformed": 1, "unknown_event_type": 1}
 

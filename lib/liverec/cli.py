@@ -3,7 +3,7 @@
     liverec run <stage> [--conf F] [--set k=v ...] [--ds YYYY-MM-DD] [stage options]
     liverec pipeline    [--conf F] [--set k=v ...] [--ds YYYY-MM-DD] [--source demo ...]
     liverec generate    [--conf F] [--set k=v ...] [--output DIR] [--events N]
-    liverec serve       [--conf F] [--set k=v ...] [--host H] [--port P] [--version N]
+    liverec serve       [--conf F] [--set k=v ...] [--host H] [--port P] [--version N] [--workers W] [--mlflow]
     liverec stages
 
 Problems the user can fix print one line, ``liverec <stage>: error: ...``, and exit with 2.
@@ -68,13 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     from liverec.stages import generate_arguments
 
     generate_arguments(gen)
-    serve = sub.add_parser("serve", help="serve the online model (mlflow models serve --env-manager local)")
+    serve = sub.add_parser("serve", help="serve the online model (liverec.server: Starlette + uvicorn; --mlflow: "
+                                         "mlflow models serve --env-manager local)")
     serve.add_argument("--conf", help="config overlay file (default: conf/local.yaml)")
     serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     serve.add_argument("--host", help="address to listen on (default: conf online.host)")
     serve.add_argument("--port", type=int, help="port (default: conf online.port)")
     serve.add_argument("--version", help="serve this registered version instead of the online alias")
     serve.add_argument("--workers", type=int, help="server worker processes (default: conf online.workers)")
+    serve.add_argument("--mlflow", action="store_true", help="serve the pyfunc with `mlflow models serve` instead "
+                                                            "(no /ready, /metrics or alias reloads)")
     sub.add_parser("stages", help="list the stages")
     return parser
 
@@ -157,10 +160,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {name:22s} {s.help}\n      reads {', '.join(s.reads)} -> writes {', '.join(s.writes)} "
                       f"(jobs/{s.job_file}.py{', Airflow DAG liverec_' + s.dag if s.dag else ''})")
             return 0
-        if args.command == "serve":
+        if args.command == "serve" and args.mlflow:
             cmd, env = serve_command(args)
             print(f"liverec serve: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
             os.execve(cmd[0], cmd, env)
+        if args.command == "serve":
+            from liverec import server
+            from liverec.config import load_settings
+
+            settings = load_settings(args.conf, args.set)
+            conf = settings.online
+            serve_conf = server.ServeConfig(settings.tracking_uri(), conf.registered_model, conf.alias, args.version,
+                                            conf.reload_seconds)
+            host, port, workers = args.host or conf.host, args.port or conf.port, args.workers or conf.workers
+            print(f"liverec serve: {serve_conf.uri()} on http://{host}:{port} ({workers} worker(s); /health, "
+                  "/ready, /metrics, POST /invocations and /recommend)", file=sys.stderr, flush=True)
+            server.run(serve_conf, host, port, workers)
+            return 0
         if args.command == "run":
             label = f"liverec {args.stage}"
             _run_stages([args.stage], args)

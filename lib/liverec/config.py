@@ -107,6 +107,11 @@ class OnlineSettings:
     host: str
     port: int
     workers: int
+    store: str
+    store_prefix: str
+    store_timeout_s: float
+    store_retry_s: float
+    reload_seconds: float
 
 
 @dataclass(frozen=True)

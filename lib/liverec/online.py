@@ -1,39 +1,46 @@
 """Real-time recommendations: the ``liverec-online`` MLflow pyfunc and its request-time scorer.
 
-``publish_online`` (Spark, nightly after recommend_nightly) collects what a request needs into one
-bundle (``liverec.online_bundle``): item ALS factors, text embeddings, content neighbours, item statistics,
-each known user's profile features, seen items with their ALS strengths, the user's friends' items and the
-latest nightly rows; it wraps them with the champion ranker in a pyfunc, registers it as
-``online.registered_model`` and moves ``online.alias`` to it once it has answered a smoke request.
+``publish_online`` (Spark, nightly after recommend_nightly) collects what is catalogue-sized into one bundle
+(``liverec.online_bundle``: item ALS factors, text embeddings, content neighbours, item statistics, EASE's
+weights), wraps it with the champion ranker in a pyfunc, registers it as ``online.registered_model`` and moves
+``online.alias`` to it once it has answered a smoke request. What is per user (profile features, content vector,
+category shares, seen items with ALS strengths, the ALS factor, friends' items, the nightly rows) it
+materialises in the online store (``liverec.online_store``, SQLite or Redis), and ``stream_events`` writes each
+user's recent events there per micro-batch; the scorer reads both per request, so the user id alone brings
+what the user did seconds ago.
 
 A request (one row of ``dataframe_records``) carries ``user_id`` (the raw id, pseudonymised here with
 the same key as the batch; null for a visitor without history), ``session`` (recent events: item_id,
 event_type, ts), ``viewing`` (the item on screen), ``k`` and ``exclude``. The scorer
 
-1. folds the session into the user's ALS factor: the implicit-ALS normal equations over the fixed item
-   factors, ``(YtY + sum c y y^T + reg * n I) x = sum (1 + c) y`` with ``c = alpha * strength`` over the
-   user's known strengths plus the session's (Spark's own update, so without a session it gives back
-   the nightly factor);
-2. takes candidates from the user's nightly row, the content neighbours of the viewed item and of
+1. reads the user's record and recent events from the store; the stream's events newer than the record join
+   the request's session;
+2. takes the nightly ALS factor, or with a session folds it into the factor: the implicit-ALS normal
+   equations over the fixed item factors, ``(YtY + sum c y y^T + reg * n I) x = sum (1 + c) y`` with
+   ``c = alpha * strength`` over the user's known strengths plus the session's (Spark's own update);
+3. takes candidates from the user's nightly row, the content neighbours of the viewed item and of
    the session's newest items, the friends' items, EASE's best items over the history and the session,
-   and the folded vector's best items (filled up to ``online.candidates``), never a seen, session or
+   and the user vector's best items (filled up to ``online.candidates``), never a seen, session or
    excluded item;
-3. computes the ranker's dense features the way ``liverec.features`` does, with the session added to
+4. computes the ranker's dense features the way ``liverec.features`` does, with the session added to
    the user's counts, category affinity and content vector, and scores with the champion ranker,
    the session (newest first) ahead of the known recent items as its recent-item sequence;
-4. re-ranks the ``recommend.mmr_pool`` best by maximal marginal relevance, keeps at least
+5. re-ranks the ``recommend.mmr_pool`` best by maximal marginal relevance, keeps at least
    ``online.session_slots`` of the places for neighbours of the viewed and session items (so the live
    session always shows, even for a user with a long history), and returns ``k`` rows with score, rank,
    reason and source.
 
-Bad requests raise ``RequestError`` (an MlflowException the scoring server answers with 400, or 404
-for an unknown user); the server keeps serving. An item id the bundle's catalogue does not hold (new since the
-nightly run) is left out of the request, not refused: the answer's ``ignored_items`` names it, and
-``OnlineScorer.ignored_items`` counts them over the server's life.
+Bad requests raise ``RequestError`` (an MlflowException the servers answer with 400, or 404 for an unknown
+user); the server keeps serving. An item id the bundle's catalogue does not hold (new since the nightly run) is
+left out of the request, not refused: the answer's ``ignored_items`` names it. A store that cannot be read
+gives a degraded answer (popular items and the request's own session) whose ``warnings`` say so, not an error;
+the store is asked again after ``online.store_retry_s``. ``OnlineScorer.counters`` counts store reads, misses,
+errors, degraded answers, streamed events and ignored items over the scorer's life (``liverec serve``'s
+/metrics).
 
 Request parsing lives in ``liverec.online_requests`` and the dense features in ``liverec.online_features``
 (mixins of :class:`OnlineScorer`); ``liverec.online`` re-exports what callers use (``Event``, ``Request``,
-``build_bundle``).
+``UserState``, ``build_bundle``).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +64,20 @@ from liverec.features import DENSE_FEATURES
 from liverec.online_bundle import build_bundle as build_bundle  # re-exported: stages.publish_online builds with it
 from liverec.online_bundle import key_check, write_bundle
 from liverec.online_features import DenseFeatures
-from liverec.online_requests import REQUEST_FIELDS, Request, RequestParsing, _missing, _request_error
+from liverec.online_requests import REQUEST_FIELDS, Request, RequestParsing, UserState, _missing, _request_error
 from liverec.online_requests import Event as Event  # re-exported: the publish smoke request builds one
 
 SOURCES = ("viewing", "session", "nightly", "friends", "ease", "als", "popular")  # the order they fill candidates
 LIVE_SOURCES = ("viewing", "session")  # candidates the live session brought
-# the answer: one row per recommended item; ignored_items repeats, on each row of a request, the item ids it left out
-ANSWER_COLUMNS = ("request", "rank", "item_id", "title", "score", "source", "reason", "ignored_items")
+# the answer: one row per recommended item; ignored_items repeats, on each row of a request, the item ids it left out,
+# warnings why the answer is degraded (the online store unreachable), streamed how many of the session's events came
+# from the stream (the store's recent list) rather than the request
+ANSWER_COLUMNS = ("request", "rank", "item_id", "title", "score", "source", "reason", "ignored_items", "warnings",
+                  "streamed")
+# what the scorer counts over its life (the server's /metrics): store reads, reads that found no profile, reads
+# that failed, requests answered degraded, stream events added to sessions, request items the catalogue lacks
+COUNTERS = ("store_lookups", "store_misses", "store_errors", "degraded", "streamed_events", "ignored_items")
+STORE_DOWN = "online store unavailable: answered from popular items and the request's own session"
 log = logging.getLogger(__name__)
 
 
@@ -71,18 +86,19 @@ log = logging.getLogger(__name__)
 class OnlineScorer(RequestParsing, DenseFeatures):
     """The request path in numpy (the pyfunc's ``predict`` calls it; tests and benchmarks can too)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker: Any, key: bytes):
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker: Any, key: bytes,
+                 store: Any = None):
         if not hmac.compare_digest(key_check(key), meta["key_check"]):
             raise RuntimeError(
                 f"the id key in ${meta['key_env']} is not the key this model's user ids were pseudonymised with: "
                 "serve it with the key the batch jobs used")
-        self.key, self.meta, self.ranker = key, meta, ranker
-        self.ignored_items = 0  # item ids left out of requests (not in the catalogue), since the scorer loaded
+        self.key, self.meta, self.ranker, self.store = key, meta, ranker, store
+        self.counters = dict.fromkeys(COUNTERS, 0)  # since the scorer loaded
+        self._store_down_until = 0.0  # monotonic time before which a failed store is not asked again
         for name, arr in arrays.items():
             setattr(self, name, arr)
         self.item_ids: list[str] = meta["item_ids"]
         self.index = {i: n for n, i in enumerate(self.item_ids)}
-        self.uindex = {u: n for n, u in enumerate(meta["user_ids"])}
         self.weights: dict[str, float] = meta["event_weights"]
         from liverec.config import AlsSettings
 
@@ -108,15 +124,50 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         self.item_categories = csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
                                           shape=(len(self.item_ids), max(len(names), 1)))
 
+    @property
+    def ignored_items(self) -> int:
+        return self.counters["ignored_items"]
+
+    # ----- the online store
+    def lookup_user(self, pseudo: str) -> tuple[UserState | None, list[Event], str | None]:
+        """(the user's profile or None, the stream's events since it, a warning when the store could not be read).
+        A failed read makes the next ``online.store_retry_s`` seconds answer degraded without asking the store."""
+        from liverec.online_store import StoreUnavailable
+
+        if self.store is None:
+            return None, [], STORE_DOWN
+        now = time.monotonic()
+        if now < self._store_down_until:
+            return None, [], STORE_DOWN
+        try:
+            profile, recent = self.store.lookup(pseudo)
+        except StoreUnavailable as err:
+            self.counters["store_errors"] += 1
+            self._store_down_until = now + float(self.meta["store_retry_s"])
+            log.warning("%s (%s)", STORE_DOWN, err)
+            return None, [], STORE_DOWN
+        self.counters["store_lookups"] += 1
+        user = UserState.decode(pseudo, profile, self.index, self.embeddings.shape[1]) if profile else None
+        if user is None:
+            self.counters["store_misses"] += 1
+        events = self.recent_events(recent, user.as_of if user is not None else None)
+        self.counters["streamed_events"] += len(events)
+        return user, events, None
+
+    def store_ds(self) -> str | None:
+        try:
+            return self.store.current() if self.store is not None else None
+        except Exception:  # noqa: BLE001 (only an error message's detail)
+            return None
+
     # ----- scoring
     def fold_in(self, req: Request) -> np.ndarray | None:
         """The user's ALS factor with the session added, by Spark's implicit-ALS update; None without any
         observation on items that have factors."""
         idx, val = [np.zeros(0, dtype=np.int64)], [np.zeros(0)]
         if req.user is not None:
-            a, b = self.seen_ptr[req.user], self.seen_ptr[req.user + 1]
-            idx.append(self.seen_idx[a:b].astype(np.int64))
-            val.append(self.seen_val[a:b].astype(np.float64))
+            idx.append(req.user.seen_idx.astype(np.int64))
+            val.append(req.user.seen_val.astype(np.float64))
         if req.session:
             idx.append(np.array([e.item for e in req.session], dtype=np.int64))
             val.append(np.array([e.strength for e in req.session]))
@@ -130,12 +181,19 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         a = self.gram + (y.T * c) @ y + self.meta["reg_param"] * len(y) * np.eye(y.shape[1])
         return np.linalg.solve(a, ((1.0 + c)[:, None] * y).sum(axis=0))
 
+    def user_vector(self, req: Request) -> np.ndarray | None:
+        """The nightly ALS factor of a known user without new events; with a session (the request's or the
+        stream's), the fold-in."""
+        if req.user is not None and not req.session and req.user.factor is not None:
+            return req.user.factor.astype(np.float64)
+        return self.fold_in(req)
+
     def seen(self, req: Request) -> tuple[np.ndarray, np.ndarray]:
         """(items the user has from the history, items never to recommend: those + session, viewed, excluded)
         as boolean masks over the catalogue."""
         history = np.zeros(len(self.item_ids), dtype=bool)
         if req.user is not None:
-            history[self.seen_idx[self.seen_ptr[req.user]:self.seen_ptr[req.user + 1]]] = True
+            history[req.user.seen_idx] = True
         banned = history.copy()
         banned[[e.item for e in req.session] + list(req.exclude) +
                ([req.viewing] if req.viewing is not None else [])] = True
@@ -188,8 +246,8 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         for e in req.session[:self.meta["neighbor_history"]]:
             part(self.neighbors[e.item], 1, e.item)
         if req.user is not None:
-            part(self.nightly_idx[self.nightly_ptr[req.user]:self.nightly_ptr[req.user + 1]], 2)
-            part(self.friend_idx[self.friend_ptr[req.user]:self.friend_ptr[req.user + 1]], 3)
+            part(req.user.nightly_idx, 2)
+            part(req.user.friend_idx, 3)
         if ease_top is not None:
             part(ease_top[:self.meta["ease_candidates"]], 4)
         part(top[:self.meta["candidates"]], 5)
@@ -208,7 +266,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         from liverec.diversity import mmr_order
 
         history, banned = self.seen(req)
-        als, top = self.als_top(self.fold_in(req), banned)
+        als, top = self.als_top(self.user_vector(req), banned)
         ease, ease_top = self.ease_top(req, history, banned)
         cands, found = self.candidates(req, top, banned, ease_top)
         if not cands:
@@ -261,14 +319,14 @@ class OnlineScorer(RequestParsing, DenseFeatures):
             return f"Similar to {name(via)}, which you are viewing"
         if source == "session" and via is not None:
             return f"Similar to {name(via)}, from your current session"
-        user = self.meta["user_ids"][req.user] if req.user is not None else ""
         if source == "nightly":
-            return self.meta["nightly_reason"].get(f"{user} {self.item_ids[item]}", "In your recommendations today")
+            return req.user.nightly_reason.get(item, "In your recommendations today") if req.user else \
+                "In your recommendations today"
         if source == "friends":
-            friend = self.meta["friend_of"].get(f"{user} {self.item_ids[item]}")
+            friend = req.user.friend_of.get(item) if req.user else None
             return f"Your friend {friend} chose it" if friend else "Your friends chose it"
         if source == "ease":
-            known = [e.item for e in req.session] + (self.meta["recent"][req.user] if req.user is not None else [])
+            known = [e.item for e in req.session] + (req.user.recent if req.user is not None else [])
             rows = [(self.ease_pos[i], i) for i in known if self.ease_pos[i] >= 0]
             if rows and self.ease_pos[item] >= 0:
                 weights = self.ease_weights[[r for r, _ in rows], self.ease_pos[item]]
@@ -282,18 +340,23 @@ class OnlineScorer(RequestParsing, DenseFeatures):
             return "People with tastes like yours chose it"
         return "Popular lately"
 
-    def answer(self, records: list[dict[str, Any]]) -> pd.DataFrame:
-        """Requests -> one row per recommended item (request = the request's position)."""
+    def answer_rows(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Requests -> one row (ANSWER_COLUMNS) per recommended item (request = the request's position)."""
         if len(records) > self.meta["max_requests"]:
             raise _request_error(f"{len(records)} requests in one call; at most {self.meta['max_requests']}")
         reqs = [self.parse(r) for r in records]  # every request is checked before any is scored
         for req in reqs:
             if req.ignored:
-                self.ignored_items += len(req.ignored)
+                self.counters["ignored_items"] += len(req.ignored)
                 log.info("left out item ids the catalogue of ds %s does not hold: %s", self.meta["ds"], req.ignored)
-        rows = [{"request": n, **p, "ignored_items": list(req.ignored)}
-                for n, req in enumerate(reqs) for p in self.recommend(req)]
-        return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
+            if req.warnings:
+                self.counters["degraded"] += 1
+        return [{"request": n, **p, "ignored_items": list(req.ignored), "warnings": list(req.warnings),
+                 "streamed": req.streamed} for n, req in enumerate(reqs) for p in self.recommend(req)]
+
+    def answer(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+        """Requests -> one row per recommended item (request = the request's position)."""
+        return pd.DataFrame(self.answer_rows(records), columns=list(ANSWER_COLUMNS))
 
 
 # --------------------------------------------------------------------------- the pyfunc
@@ -321,7 +384,7 @@ class OnlineModel(mlflow.pyfunc.PythonModel):
             arrays = {k: z[k] for k in z.files}
         ranker = load_ranker(Path(context.artifacts["ranker"])) if "ranker" in context.artifacts else \
             BaselineRanker(meta["baseline"])
-        self.scorer = OnlineScorer(arrays, meta, ranker, _key(meta))
+        self.scorer = OnlineScorer(arrays, meta, ranker, _key(meta), open_online_store(meta))
         # the bundle's many long-lived Python objects (ids, titles, reasons) would otherwise be traversed by
         # every full garbage collection, a latency spike of milliseconds in the middle of a request
         gc.collect()
@@ -334,6 +397,15 @@ class OnlineModel(mlflow.pyfunc.PythonModel):
         records = [{k: v for k, v in r.items() if not (k not in REQUEST_FIELDS and _missing(v))}
                    for r in model_input.to_dict(orient="records")]
         return self.scorer.answer(records)
+
+
+def open_online_store(meta: dict[str, Any]) -> Any:
+    """The online store a served model reads: $LIVEREC_ONLINE_STORE when set, else the one publish_online
+    materialised (the model's ``store_url``)."""
+    from liverec.online_store import open_store
+
+    url = os.environ.get("LIVEREC_ONLINE_STORE") or meta["store_url"]
+    return open_store(url, float(meta["store_timeout_s"]), meta["store_prefix"])
 
 
 class BaselineRanker:

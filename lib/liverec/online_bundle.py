@@ -1,11 +1,13 @@
 """The online model's bundle: the arrays and metadata a request needs, collected in Spark.
 
 ``publish_online`` (Spark, nightly after recommend_nightly) calls :func:`build_bundle` to gather from the gold
-tables of one ds item ALS factors, text embeddings, content neighbours, item statistics, each known user's
-profile features, seen items with their ALS strengths, the user's friends' items, the latest nightly rows and
-EASE's weights, packed as numpy arrays (per-user lists as CSR: an indptr over users, item indices, values) and
-a JSON-able ``meta``; :func:`write_bundle` saves them as the pyfunc's artifacts, which
-``liverec.online.OnlineScorer`` loads at serving time. :func:`key_check` lets the server tell that it holds
+tables of one ds what is catalogue-sized (item ALS factors, text embeddings, content neighbours, item
+statistics, EASE's weights), packed as numpy arrays and a JSON-able ``meta``; :func:`write_bundle` saves them
+as the pyfunc's artifacts, which ``liverec.online.OnlineScorer`` loads at serving time. What is per user
+(profile features, content vector, seen items with their ALS strengths, friends' items, the nightly rows, the
+ALS factor) is one JSON record per user (:func:`user_records`), which publish_online materialises in the
+online store (``liverec.online_store``); the served artifact's size does not depend on the number of users.
+:func:`key_check` lets the server tell that it holds
 the key the user ids were pseudonymised with.
 """
 
@@ -31,14 +33,13 @@ def key_check(key: bytes) -> str:
 
 def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_factors: Any, item_factors: Any,
                  ease_model: Any, item_embeddings: Any, neighbors: Any, social: Any, nightly: Any, settings: Any,
-                 key: bytes, ds: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(arrays, meta): everything a request needs, collected from the gold tables of ``ds`` (model-sized:
-    one row per item and per known user, plus each user's seen items; EASE's weights are n x n over its items,
-    which ``ease.max_items`` bounds)."""
-    from pyspark.sql import Window
+                 key: bytes, ds: str) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
+    """(arrays, meta, records): what the served model holds, collected from the gold tables of ``ds``
+    (catalogue-sized: one row per item, EASE's weights n x n over its items, which ``ease.max_items`` bounds),
+    and the user records for the online store as a Spark DataFrame (:func:`user_records`)."""
     from pyspark.sql import functions as F
 
-    from liverec import als, catalog, features
+    from liverec import features, tables
 
     conf, oconf = settings.recommend, settings.online
     f = features.features_from(spark, events, user_profiles, user_factors, item_factors, ease_model, items,
@@ -77,41 +78,9 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
         nb[a[ok], at] = b[ok]
         nb_sim[a[ok], at] = rows["similarity"].to_numpy(dtype=np.float32)[ok]
 
-    # users: profile features (ranker.examples' user columns)
-    users = f.users.orderBy("user_id").toPandas()
-    user_ids = [str(u) for u in users["user_id"]]
-    uindex = {u: n for n, u in enumerate(user_ids)}
-    user_stats = users[["log_user_events", "log_user_items", "log_days_since_last", "log_friend_count"]] \
-        .to_numpy(dtype=np.float32)
-    content = np.zeros((len(user_ids), emb.shape[1]), dtype=np.float32)
-    for n, v in enumerate(users["content_vector"]):
-        if v is not None:
-            content[n] = np.asarray(v, dtype=np.float32)
-    affinity = [dict(a) if a is not None else {} for a in users["category_affinity"]]
-    recent = [[index[i] for i in (r if r is not None else []) if i in index] for r in users["recent_items"]]
-
-    # seen items with the ALS strength (0 outside ALS's window): the fold-in's observations
-    strengths = als.strengths(catalog.within_days(events, settings.als.window_days), settings.als,
-                              settings.clean.event_weights)
-    seen = (f.seen.join(strengths, ["user_id", "item_id"], "left")
-            .select("user_id", "item_id", F.coalesce("strength", F.lit(0.0)).alias("strength")).toPandas())
-    seen_ptr, seen_idx, seen_val = _csr(seen, uindex, index, "strength")
-
-    # friends' items (the friend candidate source, its best friend_candidates per user)
-    best = Window.partitionBy("user_id").orderBy(F.col("n_friends").desc(), "item_id")
-    fr = (f.friends_on_item.withColumn("fr", F.row_number().over(best))
-          .where(F.col("fr") <= max(conf.friend_candidates, 0)).toPandas())
-    fr_ptr, fr_idx, fr_n = _csr(fr, uindex, index, "n_friends")
-    friend_of = {}
-    for u, i, a in zip(fr["user_id"], fr["item_id"], fr["a_friend"], strict=True):
-        friend_of[f"{u} {i}"] = str(a)
-
-    # the latest nightly rows
-    rows = nightly.select("user_id", "rank", "item_id", "score", "reason").toPandas() \
-        .sort_values(["user_id", "rank"], kind="stable")
-    nt_ptr, nt_idx, _ = _csr(rows.assign(one=1.0), uindex, index, "one")
-    nightly_reason = {f"{u} {i}": str(r) for u, i, r in zip(rows["user_id"], rows["item_id"], rows["reason"],
-                                                            strict=True)}
+    # users: one JSON record each for the online store (liverec.online_store), built in Spark; the bundle keeps
+    # only catalogue-sized arrays
+    records = user_records(f, events, nightly, settings)
 
     # EASE: B over its own items, and where each of them sits in the catalogue
     if ease_model is not None:
@@ -125,16 +94,12 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
     arrays = {
         "ease_items": ease_items, "ease_weights": ease_weights,
         "factors": factors, "has_factor": has_factor, "embeddings": emb, "item_stats": item_stats,
-        "popular": popular.astype(np.int32), "neighbors": nb, "neighbor_sim": nb_sim, "user_stats": user_stats,
-        "content": content, "seen_ptr": seen_ptr, "seen_idx": seen_idx, "seen_val": seen_val,
-        "friend_ptr": fr_ptr, "friend_idx": fr_idx, "friend_n": fr_n, "nightly_ptr": nt_ptr, "nightly_idx": nt_idx,
+        "popular": popular.astype(np.int32), "neighbors": nb, "neighbor_sim": nb_sim,
     }
     meta = {
         "ds": ds, "item_ids": item_ids, "titles": [None if t is None or (isinstance(t, float) and math.isnan(t))
                                                    else str(t) for t in item_rows["title"]],
         "categories": [list(c) if c is not None else [] for c in item_rows["categories"]],
-        "user_ids": user_ids, "affinity": affinity, "recent": recent, "friend_of": friend_of,
-        "nightly_reason": nightly_reason,
         "event_weights": dict(settings.clean.event_weights), "als": dataclasses.asdict(settings.als),
         "alpha": settings.als.alpha, "reg_param": settings.als.reg_param,
         "als_candidates": conf.als_candidates, "ease_candidates": conf.ease_candidates,
@@ -143,28 +108,65 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
         "candidates": oconf.candidates, "session_slots": oconf.session_slots, "default_k": oconf.default_k,
         "max_k": oconf.max_k,
         "max_session": oconf.max_session, "max_exclude": oconf.max_exclude, "max_requests": oconf.max_requests,
+        "store_url": tables.online_store_url(settings), "store_prefix": oconf.store_prefix,
+        "store_timeout_s": oconf.store_timeout_s, "store_retry_s": oconf.store_retry_s,
         "key_env": settings.ids.key_env, "demo_key": settings.ids.demo_key if settings.demo_mode else None,
         "key_check": key_check(key),
     }
-    return arrays, meta
+    return arrays, meta, records
+
+
+# the fields of a user's record in the online store (JSON, built by user_records, read by
+# liverec.online_requests.UserState.decode): profile features, content vector, category shares, recent items,
+# seen items with their ALS strengths, friends' items, the nightly rows, the ALS factor and the newest event time
+USER_RECORD_FIELDS = ("stats", "content", "affinity", "recent", "seen", "strength", "friend_items", "friend_n",
+                      "friend_of", "nightly", "nightly_reason", "factor", "as_of")
+USER_STATS = ("log_user_events", "log_user_items", "log_days_since_last", "log_friend_count")
+
+
+def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
+    """One row per known user (``user_id``, ``value``: the JSON record of USER_RECORD_FIELDS), every part computed
+    by Spark from the features of ds: ``f.users`` (profile features, recent items, content vector, ALS factor),
+    the seen items with ALS's strength (0 outside ALS's window), the best ``recommend.friend_candidates`` friends'
+    items, the nightly rows in rank order and the user's newest event time (stream events after it are new)."""
+    from pyspark.sql import functions as F
+
+    from liverec import als, catalog
+
+    conf = settings.recommend
+    strengths = als.strengths(catalog.within_days(events, settings.als.window_days), settings.als,
+                              settings.clean.event_weights)
+    seen = (f.seen.join(strengths, ["user_id", "item_id"], "left")
+            .groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct(
+                "item_id", F.coalesce("strength", F.lit(0.0)).alias("strength")))).alias("_seen")))
+    # best friends' items first: most friends, then item id (sort_array on the negated count)
+    friends = (f.friends_on_item.groupBy("user_id").agg(F.slice(F.sort_array(F.collect_list(F.struct(
+        (-F.col("n_friends")).alias("neg"), "item_id", "n_friends", "a_friend"))), 1, max(conf.friend_candidates, 1))
+        .alias("_friends"))).where(F.lit(conf.friend_candidates > 0))
+    rows = (nightly.groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct("rank", "item_id", "reason")))
+                                           .alias("_nightly")))
+    last = events.groupBy("user_id").agg(F.max("ts").cast("double").alias("as_of"))
+    empty = F.array().cast("array<string>")
+    users = (f.users.join(seen, "user_id", "left").join(friends, "user_id", "left").join(rows, "user_id", "left")
+             .join(last, "user_id", "left"))
+    record = F.struct(
+        F.array(*[F.col(c).cast("double") for c in USER_STATS]).alias("stats"),
+        F.col("content_vector").alias("content"), F.col("category_affinity").alias("affinity"),
+        F.coalesce("recent_items", empty).alias("recent"),
+        F.coalesce(F.col("_seen.item_id"), empty).alias("seen"),
+        F.coalesce(F.col("_seen.strength"), F.array().cast("array<double>")).alias("strength"),
+        F.coalesce(F.col("_friends.item_id"), empty).alias("friend_items"),
+        F.coalesce(F.col("_friends.n_friends"), F.array().cast("array<long>")).alias("friend_n"),
+        F.coalesce(F.col("_friends.a_friend"), empty).alias("friend_of"),
+        F.coalesce(F.col("_nightly.item_id"), empty).alias("nightly"),
+        F.coalesce(F.col("_nightly.reason"), empty).alias("nightly_reason"),
+        F.col("user_factor").alias("factor"), F.col("as_of"))
+    return users.select("user_id", F.to_json(record, {"ignoreNullFields": "false"}).alias("value"))
 
 
 def _positions(ids: pd.Series, index: dict[str, int]) -> np.ndarray:
     """Each id's position in ``index`` (-1 when absent), vectorised."""
     return ids.astype(str).map(index).fillna(-1).to_numpy(dtype=np.int64)
-
-
-def _csr(rows: pd.DataFrame, uindex: dict[str, int], index: dict[str, int], value: str
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows (user_id, item_id, value) in their order -> (indptr over users, item indices, values); rows of
-    unknown users or items are dropped, each user's rows keep their order."""
-    u, i = _positions(rows["user_id"], uindex), _positions(rows["item_id"], index)
-    keep = (u >= 0) & (i >= 0)
-    u, i, v = u[keep], i[keep], rows[value].to_numpy(dtype=np.float64)[keep]
-    order = np.argsort(u, kind="stable")
-    ptr = np.zeros(len(uindex) + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum(np.bincount(u, minlength=len(uindex)))
-    return ptr, i[order].astype(np.int32), v[order].astype(np.float32)
 
 
 def write_bundle(arrays: dict[str, np.ndarray], meta: dict[str, Any], folder: Path) -> dict[str, str]:

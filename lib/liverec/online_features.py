@@ -62,7 +62,7 @@ class DenseFeatures:
                                     idx, self.meta["ease_candidates"], listed_only=True)
         dense[:, col["log_ease_rank"]] = np.log1p(ranks)
         dense[:, col["ease_z"]] = z
-        recent_all = [e.item for e in req.session] + (self.meta["recent"][req.user] if req.user is not None else [])
+        recent_all = [e.item for e in req.session] + (req.user.recent if req.user is not None else [])
         sources = list(dict.fromkeys(recent_all))[:self.meta["neighbor_history"]]
         if sources:
             best = np.zeros(len(self.item_ids), dtype=np.float32)
@@ -75,7 +75,7 @@ class DenseFeatures:
             dense[:, col["content_cosine"]] = self.unit[idx] @ cv
         dense[:, self.item_stat_columns] = self.item_stats[idx]
         if req.user is not None:
-            events, items_, days, friends = (float(v) for v in self.user_stats[req.user])
+            events, items_, days, friends = (float(v) for v in req.user.stats)
         else:
             events = items_ = days = friends = 0.0
         new_items = {e.item for e in req.session if not history[e.item]}
@@ -90,22 +90,20 @@ class DenseFeatures:
                 if c in self.category_index:
                     weights[self.category_index[c]] = v
             dense[:, col["category_affinity"]] = self.item_categories[idx] @ weights
-        if req.user is not None:
-            a, b = self.friend_ptr[req.user], self.friend_ptr[req.user + 1]
-            if b > a:
-                per_item = np.zeros(len(self.item_ids), dtype=np.float32)
-                per_item[self.friend_idx[a:b]] = self.friend_n[a:b]
-                dense[:, col["log_friends_on_item"]] = np.log1p(per_item[idx])
+        if req.user is not None and len(req.user.friend_idx):
+            per_item = np.zeros(len(self.item_ids), dtype=np.float32)
+            per_item[req.user.friend_idx] = req.user.friend_n
+            dense[:, col["log_friends_on_item"]] = np.log1p(per_item[idx])
         recent = [e.item for e in req.session]
         if req.user is not None:
-            recent += self.meta["recent"][req.user]
+            recent += req.user.recent
         return dense, [self.item_ids[i] for i in dict.fromkeys(recent)]
 
     def user_content(self, req: Request) -> np.ndarray | None:
         """Unit content vector: the profile's and the session's weighted mean embedding, half and half."""
         parts = []
-        if req.user is not None and self.content[req.user].any():
-            parts.append(self.content[req.user].astype(np.float64))
+        if req.user is not None and req.user.content is not None and req.user.content.any():
+            parts.append(req.user.content.astype(np.float64))
         if req.session:
             w = np.array([max(e.strength, 0.0) for e in req.session]) + 1e-9
             v = (self.unit[[e.item for e in req.session]] * w[:, None]).sum(axis=0)
@@ -120,8 +118,8 @@ class DenseFeatures:
     def affinity(self, req: Request) -> dict[str, float]:
         """Category shares: the profile's and the session's (by event weight), half and half."""
         shares: list[dict[str, float]] = []
-        if req.user is not None and self.meta["affinity"][req.user]:
-            shares.append(self.meta["affinity"][req.user])
+        if req.user is not None and req.user.affinity:
+            shares.append(req.user.affinity)
         if req.session:
             w: dict[str, float] = {}
             for e in req.session:

@@ -41,13 +41,60 @@ class Event:
 
 
 @dataclass
+class UserState:
+    """A known user as the online store holds them (liverec.online_bundle.user_records' JSON record), resolved
+    to the served catalogue's rows (items the catalogue lacks are dropped)."""
+
+    user_id: str  # pseudonymised
+    stats: np.ndarray  # liverec.online_bundle.USER_STATS
+    content: np.ndarray | None  # the profile's unit content vector
+    affinity: dict[str, float]  # category shares
+    recent: list[int]  # the profile's recent items, newest first
+    seen_idx: np.ndarray  # items of the history ...
+    seen_val: np.ndarray  # ... and their ALS strengths (0 outside ALS's window)
+    friend_idx: np.ndarray  # the best friends' items ...
+    friend_n: np.ndarray  # ... how many friends chose each ...
+    friend_of: dict[int, str]  # ... and one of them (for reasons)
+    nightly_idx: np.ndarray  # the nightly rows in rank order ...
+    nightly_reason: dict[int, str]  # ... and their reasons
+    factor: np.ndarray | None  # the nightly ALS factor
+    as_of: float | None  # epoch seconds of the newest event the profile holds: stream events after it are new
+
+    @classmethod
+    def decode(cls, user_id: str, raw: bytes, index: dict[str, int], dim: int) -> UserState:
+        import orjson
+
+        d = orjson.loads(raw)
+
+        def rows(ids: list[str]) -> np.ndarray:
+            return np.fromiter((index.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+
+        seen = rows(d["seen"])
+        ok = seen >= 0
+        fr = rows(d["friend_items"])
+        fok = fr >= 0
+        nt = rows(d["nightly"])
+        content = d["content"]
+        content = np.asarray(content, dtype=np.float32) if content and len(content) == dim else None
+        factor = np.asarray(d["factor"], dtype=np.float32) if d["factor"] else None
+        return cls(user_id, np.asarray(d["stats"], dtype=np.float32), content, d["affinity"] or {},
+                   [int(i) for i in rows(d["recent"]) if i >= 0], seen[ok], np.asarray(d["strength"])[ok],
+                   fr[fok], np.asarray(d["friend_n"], dtype=np.float32)[fok],
+                   {int(i): str(a) for i, a in zip(fr, d["friend_of"], strict=True) if i >= 0},
+                   nt[nt >= 0], {int(i): str(r) for i, r in zip(nt, d["nightly_reason"], strict=True) if i >= 0},
+                   factor, d["as_of"])
+
+
+@dataclass
 class Request:
-    user: int | None  # row of the bundle's users, None for a visitor without history
-    session: list[Event]  # newest first
+    user: UserState | None  # the known user, None for a visitor without history (or the store unreachable)
+    session: list[Event]  # newest first: the request's own events and the stream's since the profile
     viewing: int | None
     k: int
     exclude: set[int] = field(default_factory=set)
     ignored: list[str] = field(default_factory=list)  # item ids not in the catalogue, left out, in request order
+    warnings: list[str] = field(default_factory=list)  # degraded answers say why (the store unreachable)
+    streamed: int = 0  # events of the session that came from the store's recent list (the stream), not the request
 
 
 def _plain(v: Any) -> Any:
@@ -86,7 +133,6 @@ class RequestParsing:
     key: bytes
     meta: dict[str, Any]
     index: dict[str, int]  # item id -> catalogue row
-    uindex: dict[str, int]  # pseudonymised user id -> user row
     weights: dict[str, float]  # clean.event_weights
     als_conf: Any  # the AlsSettings the bundle was built with
 
@@ -95,15 +141,20 @@ class RequestParsing:
         unknown = sorted(set(record) - set(REQUEST_FIELDS))
         if unknown:
             raise _request_error(f"unknown request field(s) {unknown}; a request has {list(REQUEST_FIELDS)}")
-        user = None
+        user, streamed, warnings = None, [], []
         raw_user = _plain(record.get("user_id"))
         if not _missing(raw_user):
+            if not isinstance(raw_user, (str, int)) or isinstance(raw_user, bool) or not str(raw_user).strip():
+                raise _request_error(f"user_id must be a string or an integer, got {raw_user!r}")
             pseudo = pseudonymise_value(str(raw_user).strip(), self.key)
-            user = self.uindex.get(pseudo)
-            if user is None:
+            user, streamed, warning = self.lookup_user(pseudo)
+            if warning:
+                warnings.append(warning)
+            elif user is None and not streamed:
                 raise _request_error(
-                    f"unknown user_id {raw_user!r}: no profile in the model built for ds {m['ds']}; send "
-                    "user_id null with the session for a visitor without history", not_found=True)
+                    f"unknown user_id {raw_user!r}: no profile in the online store (built for ds "
+                    f"{self.store_ds() or m['ds']}) and no recent events; send user_id null with the session for a "
+                    "visitor without history", not_found=True)
         raw_k = _plain(record.get("k"))
         k = m["default_k"] if _missing(raw_k) else raw_k
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= m["max_k"]:
@@ -111,6 +162,11 @@ class RequestParsing:
         ignored: list[str] = []
         raw_session = record.get("session")
         session = self._session(raw_session, ignored)
+        if streamed:  # the stream's events the profile does not hold yet, beside the request's own
+            have = {(e.item, e.ts) for e in session}
+            streamed = [e for e in streamed if (e.item, e.ts) not in have]
+            order = sorted(session + streamed, key=lambda e: e.ts, reverse=True)
+            session = order[:m["max_session"]]
         viewing = None if _missing(record.get("viewing")) else self._item(record["viewing"], "viewing", ignored)
         raw_ex = record.get("exclude")
         raw_ex = [] if _missing(raw_ex) else raw_ex
@@ -120,10 +176,31 @@ class RequestParsing:
             raise _request_error(f"exclude has {len(raw_ex)} items; at most {m['max_exclude']} are accepted")
         exclude = {at for i in raw_ex if (at := self._item(i, "exclude", ignored)) is not None}
         asked = (not _missing(raw_session) and len(raw_session) > 0) or not _missing(record.get("viewing"))
-        if user is None and not asked:
+        if user is None and not asked and not streamed and not warnings:
             raise _request_error("a request needs a known user_id, a session or a viewed item")
         # a visitor whose every item is new since the nightly run gets the popular items, not an error
-        return Request(user, session, viewing, int(k), exclude, ignored)
+        return Request(user, session, viewing, int(k), exclude, ignored, warnings, len(streamed))
+
+    def lookup_user(self, pseudo: str) -> tuple[UserState | None, list[Event], str | None]:
+        raise NotImplementedError  # liverec.online.OnlineScorer reads the online store
+
+    def store_ds(self) -> str | None:
+        raise NotImplementedError
+
+    def recent_events(self, raw: bytes | None, after: float | None) -> list[Event]:
+        """The store's recent-event list of a user (the stream's: [item_id, event_type, ts, event_id] newest first)
+        as session events, those newer than ``after`` only; items or types the model does not know are skipped."""
+        if not raw:
+            return []
+        import orjson
+
+        out = []
+        for item_id, etype, ts, _ in orjson.loads(raw):
+            at = self.index.get(str(item_id))
+            if at is None or etype not in self.weights or (after is not None and ts <= after):
+                continue
+            out.append(Event(at, etype, float(ts), event_strength_value(self.als_conf, self.weights, etype, None)))
+        return out
 
     def _item(self, raw: Any, where: str, ignored: list[str]) -> int | None:
         """The catalogue row of an item id; None (and the id appended to ``ignored``) for a well-formed id the

@@ -6,6 +6,8 @@ checkpoint). Every micro-batch is cleaned by the batch job's own functions (:mod
 the same rules, reasons and pseudonyms, with ``source = 'stream'``), its event ids checked against
 every date of silver.events, and then, in :func:`process_batch`:
 
+0. the online store (``liverec.online_store``, what ``liverec serve`` reads per request) gets each user's
+   merged recent list (:func:`push_recent`; a store that cannot be reached is a warning, not a failed batch);
 1. gold.user_recent gets a MERGE whose source is every valid event of the batch (kept rows, and
    duplicates as silver holds them): the new list of a user is the newest-first top
    ``stream.recent_items`` distinct items of (old list + new events). Replaying the same events gives
@@ -138,6 +140,50 @@ def merge_recent(spark: SparkSession, settings: Settings, events: DataFrame, n: 
     return int(metrics[0]["num_affected_rows"]) if metrics else 0
 
 
+# --------------------------------------------------------------------------- the online store's recent lists
+
+def newest_distinct(entries: list[tuple[str, str, float, str]], n: int) -> list[tuple[str, str, float, str]]:
+    """The newest-first first ``n`` distinct items of (item_id, event_type, ts, event_id) entries, ordered as
+    :func:`top_items_sql` orders gold.user_recent (ts, then event id, then item, each descending), so the online
+    store's list of a user is the table's (tests/test_streaming.py compares them)."""
+    out, have = [], set()
+    for e in sorted(entries, key=lambda e: (e[2], e[3], e[0]), reverse=True):
+        if e[0] not in have:
+            have.add(e[0])
+            out.append(e)
+            if len(out) >= n:
+                break
+    return out
+
+
+def push_recent(settings: Settings, events: DataFrame, n: int) -> int:
+    """Merge a micro-batch's valid events (user_id, item_id, event_type, ts, event_id) into the online store's
+    recent list of each of their users (liverec.online_store, the list the server reads per request); returns the
+    users written. Raises ``StoreUnavailable`` when the store cannot be reached."""
+    import orjson
+
+    from liverec.online_store import open_store
+
+    rows = events.select("user_id", "item_id", "event_type", F.col("ts").cast("double").alias("ts"),
+                         "event_id").collect()  # one micro-batch: small
+    if not rows:
+        return 0
+    batch: dict[str, list[tuple[str, str, float, str]]] = {}
+    for r in rows:
+        batch.setdefault(r["user_id"], []).append((r["item_id"], r["event_type"], float(r["ts"]), r["event_id"]))
+    conf = settings.online
+    store = open_store(tables.online_store_url(settings), conf.store_timeout_s, conf.store_prefix)
+    try:
+        old = store.get_recent(sorted(batch))
+        merged = []
+        for user, new in batch.items():
+            known = [tuple(e) for e in orjson.loads(old[user])] if user in old else []
+            merged.append((user, orjson.dumps(newest_distinct(known + new, n))))
+        return store.put_recent(merged)
+    finally:
+        store.close()
+
+
 # --------------------------------------------------------------------------- one micro-batch
 
 @dataclass
@@ -150,6 +196,8 @@ class BatchResult:
     duplicates: int
     users_merged: int
     reasons: dict[str, int] = field(default_factory=dict)
+    store_users: int = 0  # users whose recent list the online store got
+    store_error: str | None = None  # why the online store could not be written (the Delta tables still were)
 
 
 def _with_file_detail(classified: DataFrame) -> DataFrame:
@@ -196,9 +244,18 @@ def process_batch(spark: SparkSession, settings: Settings, rows: DataFrame, batc
         dup_ids = (classified.where(F.col("_status") == cleaning.STATUS_DUPLICATE)
                    .select(F.col("_event_id").alias("event_id")))
         valid = valid.unionByName(seen.join(dup_ids, "event_id", "left_semi"))
-    users = 0
+    users, store_users, store_error = 0, 0, None
     if kept or duplicates:
-        users = merge_recent(spark, settings, valid.dropDuplicates(["event_id"]), settings.stream.recent_items)
+        valid = valid.dropDuplicates(["event_id"]).localCheckpoint()
+        # the online store first (what the server reads per request), then gold.user_recent; a store that cannot
+        # be reached costs its freshness only, never the batch
+        from liverec.online_store import StoreUnavailable
+
+        try:
+            store_users = push_recent(settings, valid, settings.stream.recent_items)
+        except StoreUnavailable as err:
+            store_error = str(err)
+        users = merge_recent(spark, settings, valid, settings.stream.recent_items)
 
     txn = (app_id, batch_id)
     if kept:
@@ -206,7 +263,8 @@ def process_batch(spark: SparkSession, settings: Settings, rows: DataFrame, batc
     if quarantined:
         lakehouse.append(spark, settings, tables.SILVER_QUARANTINE, cleaning.quarantine_rows(classified, key, ds),
                          txn)
-    return BatchResult(batch_id, ds, kept + quarantined + duplicates, kept, quarantined, duplicates, users, reasons)
+    return BatchResult(batch_id, ds, kept + quarantined + duplicates, kept, quarantined, duplicates, users, reasons,
+                       store_users, store_error)
 
 
 # --------------------------------------------------------------------------- the query
@@ -221,12 +279,13 @@ class StreamState:
     ready: threading.Event = field(default_factory=threading.Event)
     # running sums over the batches this process ran (a stream runs for days: no per-batch list)
     sums: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("batches", "rows_in", "kept", "quarantined", "duplicates", "users_merged"), 0))
+        ("batches", "rows_in", "kept", "quarantined", "duplicates", "users_merged", "store_users", "store_errors"), 0))
 
     def add(self, result: BatchResult) -> None:
         self.sums["batches"] += 1
-        for key in ("rows_in", "kept", "quarantined", "duplicates", "users_merged"):
+        for key in ("rows_in", "kept", "quarantined", "duplicates", "users_merged", "store_users"):
             self.sums[key] += getattr(result, key)
+        self.sums["store_errors"] += result.store_error is not None
 
     def totals(self) -> dict[str, int]:
         return dict(self.sums)
@@ -263,7 +322,11 @@ def start(spark: SparkSession, settings: Settings, landing: str, once: bool, sta
         seconds = time.monotonic() - started
         state.add(result)
         state.progress.step("batch", result.rows_in, id=batch_id, kept=result.kept, quarantined=result.quarantined,
-                            duplicates=result.duplicates, users_merged=result.users_merged, ds=result.ds)
+                            duplicates=result.duplicates, users_merged=result.users_merged,
+                            store_users=result.store_users, ds=result.ds)
+        if result.store_error:
+            state.progress.info(f"warning: the online store was not written ({result.store_error}); these "
+                                "events reach the server with the next nightly publish_online (they are in silver)")
         if state.on_batch is not None:
             state.on_batch(result, seconds)
 

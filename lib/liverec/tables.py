@@ -63,6 +63,18 @@ def stream_checkpoint(settings: Settings) -> str:
     return f"{settings.lakehouse_root.rstrip('/')}/_checkpoints/stream_events"
 
 
+def online_store_url(settings: Settings) -> str:
+    """The online feature store: conf ``online.store``, else SQLite at ``<lakehouse_root>/_online/store.sqlite``
+    (the lakehouse must then be a local folder)."""
+    if settings.online.store:
+        return settings.online.store
+    root = settings.lakehouse_root.rstrip("/")
+    if "://" in root and not root.startswith("file://"):
+        raise ValueError(f"lakehouse_root {root} is not a local folder: set online.store to a redis:// or "
+                         "sqlite:////abs/path URL the servers and the stream job can all reach")
+    return f"sqlite:///{root.removeprefix('file://')}/_online/store.sqlite"
+
+
 def petastorm_url(settings: Settings, ds: str) -> str:
     """URL of the folder Petastorm materialises training data in (under the scratch folder)."""
     scratch = settings.scratch_dir.rstrip("/")

@@ -29,6 +29,7 @@ LANDING = "files:landing"  # the streaming landing folder (stream.landing)
 RANKER_VERSION = "model:ranker"  # a new registered version of ranker.registered_model
 CHAMPION = "model:ranker@champion"  # the ranker.champion_alias of ranker.registered_model
 ONLINE_MODEL = "model:online"  # online.registered_model@online.alias
+ONLINE_STORE = "store:online"  # the online feature store (online.store): users' records and recent events
 EVALUATION_REPORT = "report:evaluation"  # evaluate.report_dir/<ds>
 
 # the Airflow DAGs a stage can be a task of (airflow_dags/liverec_<dag>.py)

@@ -12,6 +12,7 @@ from liverec.stages.base import (
     CHAMPION,
     NIGHTLY,
     ONLINE_MODEL,
+    ONLINE_STORE,
     Context,
     Stage,
     latest,
@@ -103,6 +104,7 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import os
+    import time
 
     import mlflow
 
@@ -129,7 +131,7 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
         progress.info(f"no {settings.ranker.registered_model}@{settings.ranker.champion_alias} in the registry: the "
                       f"online scorer ranks by the {baseline} baseline's score")
     ranker_tag = champion.tag if champion else f"baseline:{baseline}"
-    arrays, meta = online.build_bundle(
+    arrays, meta, records = online.build_bundle(
         spark, events, items, found[tables.USER_PROFILES][0], found[tables.USER_FACTORS][0],
         found[tables.ITEM_FACTORS][0], ease_model, emb, neighbors, social(ctx), found[tables.RECOMMENDATIONS][0],
         settings, cleaning.id_key(settings), ds)
@@ -137,31 +139,53 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     meta.update(ranker_version=ranker_tag, baseline=baseline,
                 inputs={t: found[t][1] for t in order} | {"embeddings": emb_ds})
     size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
-    progress.step("bundle", len(meta["item_ids"]), users=len(meta["user_ids"]), seen_pairs=len(arrays["seen_idx"]),
-                  nightly_rows=len(arrays["nightly_idx"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag)
+    progress.step("bundle", len(meta["item_ids"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag)
+
+    # the per-user records into the online store: a new generation for ds, visible at once when complete
+    store = online.open_online_store(meta)
+    started = time.monotonic()
+    records = records.persist()
+    sample = records.first()
+    written = store.publish(ds, ((r["user_id"], r["value"].encode()) for r in records.toLocalIterator()))
+    store_seconds = time.monotonic() - started
+    progress.step("online store", written, store=_redacted(meta["store_url"]), generation=store.current(),
+                  seconds=round(store_seconds, 1))
+
     info = online.log_online_model(arrays, meta, champion.uri if champion else None,
                                    os.path.join(settings.scratch_dir, "online"))
     version = registry.register(info.model_uri, oconf.registered_model)
 
     # smoke requests through the logged model: a known user without a session, a visitor with one click
     scorer = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model().scorer
-    known = scorer.recommend(online.Request(0, [], None, oconf.default_k)) if meta["user_ids"] else []
+    known = []
+    if sample is not None:
+        user = online.UserState.decode(sample["user_id"], sample["value"].encode(), scorer.index,
+                                       scorer.embeddings.shape[1])
+        known = scorer.recommend(online.Request(user, [], None, oconf.default_k))
     first = int(arrays["popular"][0])
     etype, weight = max(settings.clean.event_weights.items(), key=lambda kv: kv[1])  # a configured type
     visitor = scorer.recommend(online.Request(None, [online.Event(first, etype, 0.0, float(weight))], None,
                                               oconf.default_k))
-    if not visitor or (meta["user_ids"] and not known):
+    if not visitor or (sample is not None and not known):
         raise InputError(f"{oconf.registered_model} v{version} answered a smoke request with nothing "
                          f"(known user: {len(known)} rows, visitor: {len(visitor)}); the alias was not moved")
     registry.tag_version(oconf.registered_model, version, {"ds": ds, "ranker": ranker_tag,
-                                                           "items": len(meta["item_ids"]),
-                                                           "users": len(meta["user_ids"])})
+                                                           "items": len(meta["item_ids"]), "users": written,
+                                                           "store_generation": store.current() or ""})
     registry.move_alias(oconf.registered_model, oconf.alias, version)
     progress.step("register", None, model=oconf.registered_model, version=version, alias=oconf.alias,
                   smoke_known=len(known), smoke_visitor=len(visitor))
+    records.unpersist()
     events.unpersist()
-    return {"version": version, "items": len(meta["item_ids"]), "users": len(meta["user_ids"]),
-            "arrays_mb": size_mb, "seen_pairs": len(arrays["seen_idx"])}
+    store.close()
+    return {"version": version, "items": len(meta["item_ids"]), "users": written, "arrays_mb": size_mb,
+            "store_seconds": store_seconds}
+
+
+def _redacted(url: str) -> str:
+    """A store URL without its password (redis://:secret@host -> redis://***@host)."""
+    head, sep, tail = url.partition("@")
+    return f"{head.split('//', 1)[0]}//***@{tail}" if sep else url
 
 
 NIGHTLY_INPUTS = (tables.SILVER_EVENTS, tables.BRONZE_ITEMS, tables.BRONZE_SOCIAL, tables.USER_PROFILES,
@@ -171,7 +195,8 @@ STAGES = (
     Stage("recommend_nightly", "candidates -> champion ranker (or the best baseline) -> MMR -> top N per "
           "active user -> gold.recommendations (partition ds)", reads=NIGHTLY_INPUTS,
           writes=(tables.RECOMMENDATIONS,), run=run_recommend, dag=NIGHTLY),
-    Stage("publish_online", "gold tables + champion ranker -> the liverec-online pyfunc, registered with "
-          "the online alias (serve it with `liverec serve`)", reads=(*NIGHTLY_INPUTS, tables.RECOMMENDATIONS),
-          writes=(ONLINE_MODEL,), run=run_publish_online, dag=NIGHTLY),
+    Stage("publish_online", "gold tables + champion ranker -> the users' records in the online store (a new "
+          "generation for ds) and the liverec-online pyfunc, registered with the online alias (serve it with "
+          "`liverec serve`)", reads=(*NIGHTLY_INPUTS, tables.RECOMMENDATIONS),
+          writes=(ONLINE_STORE, ONLINE_MODEL), run=run_publish_online, dag=NIGHTLY),
 )

@@ -9,7 +9,7 @@ from typing import Any
 
 from liverec import tables
 from liverec.errors import InputError
-from liverec.stages.base import LANDING, Context, Stage, log_conf
+from liverec.stages.base import LANDING, ONLINE_STORE, Context, Stage, log_conf
 
 
 def _stream_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,8 +52,10 @@ def run_stream_events(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
 
 STAGES = (
-    Stage("stream_events", "Structured Streaming: new landing files -> silver.events / quarantine + "
-          "gold.user_recent (MERGE per micro-batch); not part of the pipeline", reads=(LANDING, tables.SILVER_EVENTS),
-          writes=(tables.SILVER_EVENTS, tables.SILVER_QUARANTINE, tables.USER_RECENT), run=run_stream_events,
+    Stage("stream_events", "Structured Streaming: new landing files -> silver.events / quarantine, the online "
+          "store's recent events + gold.user_recent (per micro-batch); not part of the pipeline",
+          reads=(LANDING, tables.SILVER_EVENTS),
+          writes=(tables.SILVER_EVENTS, tables.SILVER_QUARANTINE, ONLINE_STORE, tables.USER_RECENT),
+          run=run_stream_events,
           add_arguments=_stream_arguments, pipeline=False),
 )
