@@ -12,7 +12,8 @@ of the same profiles):
 2. the requests: known ml-100k users (raw ids: the store's profile and recent events are read per request) and
    visitors, each with a session of 1 to 10 clicks on random catalogue items (seeded), k = 10; every request
    scores ``online.candidates`` (200) candidates, which step 4 checks in process;
-3. the load generator on CPU 1 (with redis-server), over one keep-alive HTTP connection per client:
+3. the load generator on CPU 1 (with redis-server), one process per client, each over one keep-alive HTTP
+   connection:
    ``--warmup`` requests, then ``--requests`` timed one at a time (closed loop, 1 client: latency), then the
    same with ``--clients`` concurrent clients (throughput);
 4. the scorer alone (in process, no HTTP) on the same requests, the store read timed apart.
@@ -34,9 +35,9 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _measure import isolated_args, machine, write_results
@@ -122,29 +123,43 @@ def start_redis(work: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
 
 
-def client(port: int, bodies: list[bytes], latencies: list[float], errors: list[str]) -> None:
+def client(port: int, bodies: list[bytes], out: Any) -> None:
+    """One client process: its requests one after another over one keep-alive connection; sends back the
+    latencies and the failures (the answers are checked after the clock stops)."""
+    if shutil.which("taskset"):
+        os.sched_setaffinity(0, {1})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    lat, answers = [], []
     for body in bodies:
         t0 = time.perf_counter()
         conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         payload = resp.read()
-        latencies.append(time.perf_counter() - t0)
-        if resp.status != 200 or len(json.loads(payload)["predictions"]) != 10:
-            errors.append(f"{resp.status}: {payload[:200]!r}")
+        lat.append(time.perf_counter() - t0)
+        answers.append((resp.status, payload))
+    errors = [f"{status}: {payload[:200]!r}" for status, payload in answers
+              if status != 200 or len(json.loads(payload)["predictions"]) != 10]
+    out.put((lat, errors))
 
 
 def load(port: int, bodies: list[bytes], clients: int) -> dict[str, float]:
-    lat: list[float] = []
-    errors: list[str] = []
+    """``clients`` processes (not threads: a client thread waiting for the GIL would add its wait to the
+    latency it measures), each with its share of ``bodies``."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
     shares = [bodies[i::clients] for i in range(clients)]
-    threads = [threading.Thread(target=client, args=(port, s, lat, errors)) for s in shares]
+    procs = [ctx.Process(target=client, args=(port, s, out)) for s in shares]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
     wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    lat = [x for r in results for x in r[0]]
+    errors = [e for r in results for e in r[1]]
     if errors:
         raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
     ms = np.array(lat) * 1e3

@@ -89,8 +89,15 @@ def test_stages_lists_the_pipeline_in_order_and_the_stages_run_alone(capsys):
 def test_the_pipeline_order_follows_what_each_stage_reads_and_writes():
     from liverec import tables
     from liverec.stages import PIPELINE, STAGES
-    from liverec.stages.base import (CHAMPION, EVALUATION_REPORT, INPUT_FILES, LANDING, ONLINE_MODEL, ONLINE_STORE,
-                                     RANKER_VERSION)
+    from liverec.stages.base import (
+        CHAMPION,
+        EVALUATION_REPORT,
+        INPUT_FILES,
+        LANDING,
+        ONLINE_MODEL,
+        ONLINE_STORE,
+        RANKER_VERSION,
+    )
 
     # by hand: the order the stages' data needs
     assert PIPELINE == ("ingest", "clean", "embed_items", "build_profiles", "train_als", "train_ease",

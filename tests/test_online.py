@@ -498,3 +498,30 @@ def test_a_redis_store_that_stops_gives_degraded_answers_and_recovers(spark, ml1
     time.sleep(1.1)
     pd.testing.assert_frame_equal(scorer.answer(asked)[cols], want[cols])
     store.close()
+
+
+def test_the_served_artifact_holds_nothing_per_user(ml100k_pipeline, tmp_path):
+    """What is per user lives in the online store: every array of the served bundle is sized by the catalogue
+    (items, EASE's items, the popular list), and its metadata holds no user ids, so the artifact does not grow
+    with the users (benchmarks/online_latency.py measures its size beside the store's)."""
+    settings = ml100k_pipeline
+    with tracking.caller_environment_kept():
+        mlflow.set_tracking_uri(settings.tracking_uri())
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{settings.online.registered_model}@{settings.online.alias}", dst_path=str(tmp_path))
+    [npz] = list(tmp_path.rglob("bundle.npz"))
+    meta = json.loads(next(tmp_path.rglob("bundle.json")).read_text())
+    n_items, n_users = len(meta["item_ids"]), 943
+    with np.load(npz) as z:
+        shapes = {k: z[k].shape for k in z.files}
+    n_ease = shapes["ease_items"][0]
+    for name, shape in shapes.items():
+        allowed = {n_items, n_ease} if name.startswith("ease") else {n_items}
+        if name == "popular":
+            allowed = {min(n_items, settings.online.candidates)}
+        assert shape[0] in allowed and n_users not in shape, (name, shape)
+    assert not {"user_ids", "affinity", "recent", "friend_of", "nightly_reason"} & set(meta), sorted(meta)
+    key = settings.ids.demo_key.encode()
+    text = npz.read_bytes() + json.dumps(meta).encode()
+    assert pseudonymise_value("196", key).encode() not in text  # a user's pseudonym is nowhere in it
+    assert local

@@ -118,8 +118,8 @@ def test_every_stage_wrote_what_it_declares(spark, demo_pipeline):
     is registered under its alias, the evaluation report is there."""
     import mlflow
 
-    from liverec.stages import PIPELINE, STAGES
     from liverec.online_store import open_store
+    from liverec.stages import PIPELINE, STAGES
     from liverec.stages.base import CHAMPION, EVALUATION_REPORT, ONLINE_MODEL, ONLINE_STORE, RANKER_VERSION
 
     settings = demo_pipeline

@@ -77,6 +77,7 @@ ANSWER_COLUMNS = ("request", "rank", "item_id", "title", "score", "source", "rea
 # what the scorer counts over its life (the server's /metrics): store reads, reads that found no profile, reads
 # that failed, requests answered degraded, stream events added to sessions, request items the catalogue lacks
 COUNTERS = ("store_lookups", "store_misses", "store_errors", "degraded", "streamed_events", "ignored_items")
+DENSE_CATEGORY_CELLS = 20_000_000  # items x categories up to which the scorer keeps the category matrix dense
 STORE_DOWN = "online store unavailable: answered from popular items and the request's own session"
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,12 @@ class OnlineScorer(RequestParsing, DenseFeatures):
 
         self.item_categories = csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
                                           shape=(len(self.item_ids), max(len(names), 1)))
+        if self.item_categories.shape[0] * self.item_categories.shape[1] <= DENSE_CATEGORY_CELLS:
+            self.item_categories = self.item_categories.toarray()  # row picks of a small dense matrix are faster
+        # the ranker's vocabulary index of every catalogue row, once (not a dict lookup per candidate per request)
+        vocab = getattr(ranker, "vocab", None)
+        self.ranker_rows = None if vocab is None or not hasattr(ranker, "score_rows") else \
+            np.array([vocab.get(i, 0) for i in self.item_ids], dtype=np.int64)
 
     @property
     def ignored_items(self) -> int:
@@ -258,9 +265,10 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         all_items, all_src, all_via = all_items[ok], all_src[ok], all_via[ok]
         _, first = np.unique(all_items, return_index=True)
         first = np.sort(first)[:self.meta["candidates"]]
-        found = {int(all_items[f]): (SOURCES[int(all_src[f])], int(all_via[f]) if all_via[f] >= 0 else None)
-                 for f in first}
-        return [int(all_items[f]) for f in first], found
+        picked = all_items[first].tolist()  # Python ints in one call, not one numpy scalar per candidate
+        found = {i: (SOURCES[src], via if via >= 0 else None)
+                 for i, src, via in zip(picked, all_src[first].tolist(), all_via[first].tolist(), strict=True)}
+        return picked, found
 
     def recommend(self, req: Request) -> list[dict[str, Any]]:
         from liverec.diversity import mmr_order
@@ -272,8 +280,11 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         if not cands:
             return []
         dense, recent = self.features(req, cands, als, top, history, banned, ease, ease_top)
-        scores = np.asarray(self.ranker.score_ids([self.item_ids[i] for i in cands], recent, dense),
-                            dtype=np.float64)
+        if self.ranker_rows is not None:
+            scores = np.asarray(self.ranker.score_rows(self.ranker_rows[cands], recent, dense), dtype=np.float64)
+        else:
+            scores = np.asarray(self.ranker.score_ids([self.item_ids[i] for i in cands], recent, dense),
+                                dtype=np.float64)
         pool = np.argsort(-scores, kind="stable")[:max(self.meta["mmr_pool"], req.k)]
         s = scores[pool]
         span = s.max() - s.min()

@@ -150,7 +150,9 @@ def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
     users = (f.users.join(seen, "user_id", "left").join(friends, "user_id", "left").join(rows, "user_id", "left")
              .join(last, "user_id", "left"))
     record = F.struct(
-        F.array(*[F.col(c).cast("double") for c in USER_STATS]).alias("stats"),
+        # JSON has no NaN: a stat that is NaN or missing is written as 0
+        F.array(*[F.coalesce(F.nanvl(F.col(c).cast("double"), F.lit(0.0)), F.lit(0.0)) for c in USER_STATS])
+        .alias("stats"),
         F.col("content_vector").alias("content"), F.col("category_affinity").alias("affinity"),
         F.coalesce("recent_items", empty).alias("recent"),
         F.coalesce(F.col("_seen.item_id"), empty).alias("seen"),

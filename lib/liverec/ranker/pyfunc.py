@@ -80,6 +80,11 @@ class RankerModel(mlflow.pyfunc.PythonModel):
         item = np.array([self.vocab.get(str(i), 0) for i in items], dtype=np.int64)
         return self._list_scores(item, recent_items, np.asarray(dense, dtype=np.float32))
 
+    def score_rows(self, item_idx: np.ndarray, recent_items: list[str], dense: np.ndarray) -> np.ndarray:
+        """``score_ids`` with the items given as vocabulary indices (the online scorer maps its catalogue once)."""
+        return self._list_scores(np.asarray(item_idx, dtype=np.int64), recent_items,
+                                 np.asarray(dense, dtype=np.float32))
+
     def _list_scores(self, item_idx: np.ndarray, recent_items: Any, dense: np.ndarray) -> np.ndarray:
         """One user's list (``Ranker.forward_shared``: the history is encoded once, not once per candidate)."""
         import torch
@@ -87,7 +92,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
         recent = np.zeros(self.recent_len, dtype=np.int64)
         idx = [self.vocab.get(str(i), 0) for i in recent_items][:self.recent_len]
         recent[:len(idx)] = idx
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd bookkeeping at all (a tenth of the online request's time)
             out = self.model.forward_shared(torch.as_tensor(item_idx), torch.as_tensor(recent),
                                             torch.as_tensor(dense))
         return out.numpy().astype(np.float64)
