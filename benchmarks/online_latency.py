@@ -87,7 +87,12 @@ def start_server(work: Path, port: int, log: Path, store_url: str) -> subprocess
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/ready")
-            if conn.getresponse().status == 200:
+            resp = conn.getresponse()
+            if resp.status == 200:
+                used = json.loads(resp.read())["store_url"]
+                if used.split(":", 1)[0] != store_url.split(":", 1)[0]:
+                    proc.kill()
+                    raise RuntimeError(f"the server reads {used}, not {store_url}")
                 return proc
         except OSError:
             pass

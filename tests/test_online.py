@@ -320,6 +320,7 @@ def test_liverec_serve_answers_user_ids_refuses_bad_input_counts_and_follows_the
         client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri())
         first = client.get_model_version_by_alias(settings.online.registered_model, settings.online.alias).version
         assert ready["version"] == str(first) and ready["store"] == "ok" and ready["ds"] == "2024-01-15", ready
+        assert ready["store_url"] == _store_url(settings), ready
 
         status, body = _post_to(port, "/recommend", json.dumps({"user_id": ranked, "k": 10}))
         assert status == 200, body

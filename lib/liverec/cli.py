@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve_conf = server.ServeConfig(settings.tracking_uri(), conf.registered_model, conf.alias, args.version,
                                             conf.reload_seconds)
             host, port, workers = args.host or conf.host, args.port or conf.port, args.workers or conf.workers
+            if conf.store:  # online.store set here wins over the store the model was published with
+                os.environ["LIVEREC_ONLINE_STORE"] = conf.store
             print(f"liverec serve: {serve_conf.uri()} on http://{host}:{port} ({workers} worker(s); /health, "
                   "/ready, /metrics, POST /invocations and /recommend)", file=sys.stderr, flush=True)
             server.run(serve_conf, host, port, workers)

@@ -241,8 +241,11 @@ class Server:
             served.scorer.store.ping()
         except Exception as err:  # noqa: BLE001 (reported, the server answers degraded)
             store = f"unreachable: {err}"
+        from liverec.online_store import redacted
+
+        url = redacted(served.scorer.store.url) if served.scorer.store is not None else None
         return Response(orjson.dumps({"ready": True, "model": self.conf.registered_model, "version": served.version,
-                                      "ds": served.scorer.meta["ds"], "store": store}), 200,
+                                      "ds": served.scorer.meta["ds"], "store": store, "store_url": url}), 200,
                         media_type="application/json")
 
 

@@ -142,13 +142,20 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     progress.step("bundle", len(meta["item_ids"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag)
 
     # the per-user records into the online store: a new generation for ds, visible at once when complete
+    from liverec.online_store import StoreUnavailable, redacted
+
     store = online.open_online_store(meta)
     started = time.monotonic()
     records = records.persist()
     sample = records.first()
-    written = store.publish(ds, ((r["user_id"], r["value"].encode()) for r in records.toLocalIterator()))
+    try:
+        written = store.publish(ds, ((r["user_id"], r["value"].encode()) for r in records.toLocalIterator()))
+    except StoreUnavailable as err:
+        raise InputError(f"the online store cannot be written ({err}); nothing was published and the "
+                         f"{oconf.registered_model} alias was not moved: start it or set online.store") from None
     store_seconds = time.monotonic() - started
-    progress.step("online store", written, store=_redacted(meta["store_url"]), generation=store.current(),
+    generation = store.generations()[-1]
+    progress.step("online store", written, store=redacted(meta["store_url"]), generation=generation,
                   seconds=round(store_seconds, 1))
 
     info = online.log_online_model(arrays, meta, champion.uri if champion else None,
@@ -171,7 +178,7 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
                          f"(known user: {len(known)} rows, visitor: {len(visitor)}); the alias was not moved")
     registry.tag_version(oconf.registered_model, version, {"ds": ds, "ranker": ranker_tag,
                                                            "items": len(meta["item_ids"]), "users": written,
-                                                           "store_generation": store.current() or ""})
+                                                           "store_generation": generation})
     registry.move_alias(oconf.registered_model, oconf.alias, version)
     progress.step("register", None, model=oconf.registered_model, version=version, alias=oconf.alias,
                   smoke_known=len(known), smoke_visitor=len(visitor))
@@ -180,12 +187,6 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     store.close()
     return {"version": version, "items": len(meta["item_ids"]), "users": written, "arrays_mb": size_mb,
             "store_seconds": store_seconds}
-
-
-def _redacted(url: str) -> str:
-    """A store URL without its password (redis://:secret@host -> redis://***@host)."""
-    head, sep, tail = url.partition("@")
-    return f"{head.split('//', 1)[0]}//***@{tail}" if sep else url
 
 
 NIGHTLY_INPUTS = (tables.SILVER_EVENTS, tables.BRONZE_ITEMS, tables.BRONZE_SOCIAL, tables.USER_PROFILES,
