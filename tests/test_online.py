@@ -5,6 +5,7 @@ next."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import socket
@@ -156,9 +157,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post(port: int, body: bytes | str, timeout: float = 30.0) -> tuple[int, dict | str]:
+def _post(port: int, body: bytes | str, path: str = "/invocations", timeout: float = 30.0
+          ) -> tuple[int, dict | str]:
     data = body.encode() if isinstance(body, str) else body
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -171,27 +173,48 @@ def _post(port: int, body: bytes | str, timeout: float = 30.0) -> tuple[int, dic
             return err.code, text
 
 
-def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, tmp_path):
-    """``liverec serve --mlflow`` = ``mlflow models serve --env-manager local`` on models:/liverec-online@champion
-    (the pyfunc reads the online store publish_online materialised)."""
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+@contextlib.contextmanager
+def _serving(settings, tmp_path, *extra: str, probe: str = "/ping"):
+    """``liverec serve <extra>`` on a free loopback port until ``probe`` answers 200 (bounded); yields the port,
+    stops the server after."""
     port = _free_port()
-    env = job_env()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (the server outlives this statement)
-    proc = subprocess.Popen([sys.executable, "-m", "liverec.cli", "serve", "--mlflow", *cli_args(ml100k_pipeline),
-                             "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "w")  # noqa: SIM115 (the server outlives this statement)
+    proc = subprocess.Popen([sys.executable, "-m", "liverec.cli", "serve", *extra, *cli_args(settings),
+                             "--port", str(port)], cwd=REPO, env=job_env(), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
         while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert proc.poll() is None, log_path.read_text()[-3000:]
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
+                if _get(port, probe)[0] == 200:
+                    break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
             time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
+
+def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, tmp_path):
+    """``liverec serve --mlflow`` = ``mlflow models serve --env-manager local`` on models:/liverec-online@champion
+    (the pyfunc reads the online store publish_online materialised)."""
+    with _serving(ml100k_pipeline, tmp_path, "--mlflow") as port:
         ok = {"dataframe_records": [{"user_id": None, "session": _clicks(STAR_WARS, EMPIRE), "viewing": JEDI,
                                      "k": 5, "exclude": ["174"]}]}
         status, body = _post(port, json.dumps(ok))
@@ -231,13 +254,6 @@ def test_mlflow_models_serve_answers_and_rejects_bad_requests(ml100k_pipeline, t
             {"user_id": None, "session": _clicks("999999", STAR_WARS), "k": 5}]}))
         assert status == 200 and len(body["predictions"]) == 5, body
         assert all(r["ignored_items"] == ["999999"] for r in body["predictions"]), body
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_items_the_catalogue_lacks_are_left_out_and_named_not_refused(online_model):
@@ -262,29 +278,6 @@ def test_items_the_catalogue_lacks_are_left_out_and_named_not_refused(online_mod
     assert scorer.ignored_items - before == len(new_items) + 1
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
-def _post_to(port: int, path: str, body: bytes | str) -> tuple[int, dict | str]:
-    data = body.encode() if isinstance(body, str) else body
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        text = err.read().decode()
-        try:
-            return err.code, json.loads(text)
-        except json.JSONDecodeError:
-            return err.code, text
-
-
 def _metric(text: str, name: str, **labels: str) -> float:
     """A sample's value from Prometheus text (labels matched as given, the worker label ignored)."""
     for line in text.splitlines():
@@ -304,17 +297,7 @@ def test_liverec_serve_answers_user_ids_refuses_bad_input_counts_and_follows_the
 
     settings = ml100k_pipeline
     ranked = _a_ranked_user(spark, settings)
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (the server outlives this statement)
-    proc = subprocess.Popen([sys.executable, "-m", "liverec.cli", "serve", *cli_args(settings), "--port", str(port),
-                             "--set", "online.reload_seconds=1"], cwd=REPO, env=job_env(), stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while _get_quiet(port, "/ready") != 200:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+    with _serving(settings, tmp_path, "--set", "online.reload_seconds=1", probe="/ready") as port:
         assert _get(port, "/health")[0] == 200
         ready = json.loads(_get(port, "/ready")[1])
         client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri())
@@ -322,11 +305,11 @@ def test_liverec_serve_answers_user_ids_refuses_bad_input_counts_and_follows_the
         assert ready["version"] == str(first) and ready["store"] == "ok" and ready["ds"] == "2024-01-15", ready
         assert ready["store_url"] == _store_url(settings), ready
 
-        status, body = _post_to(port, "/recommend", json.dumps({"user_id": ranked, "k": 10}))
+        status, body = _post(port, path="/recommend", body=json.dumps({"user_id": ranked, "k": 10}))
         assert status == 200, body
         assert [r["rank"] for r in body["items"]] == list(range(1, 11)) and body["warnings"] == []
         assert "nightly" in {r["source"] for r in body["items"]}, body  # the store's nightly rows lead
-        status, body = _post_to(port, "/invocations", json.dumps({"dataframe_records": [
+        status, body = _post(port, path="/invocations", body=json.dumps({"dataframe_records": [
             {"user_id": None, "session": _clicks(STAR_WARS), "k": 3}, {"user_id": ranked, "k": 2}]}))
         assert status == 200 and [r["request"] for r in body["predictions"]] == [0, 0, 0, 1, 1], body
 
@@ -344,7 +327,7 @@ def test_liverec_serve_answers_user_ids_refuses_bad_input_counts_and_follows_the
         }
         kinds: dict[str, int] = {}
         for what, (path, payload, code, kind) in bad.items():
-            status, body = _post_to(port, path, payload)
+            status, body = _post(port, payload, path)
             assert status == code and body["error_code"] == kind and body["message"], (what, status, body)
             kinds[kind] = kinds.get(kind, 0) + 1
         assert _get(port, "/recommend")[0] == 405
@@ -362,7 +345,7 @@ def test_liverec_serve_answers_user_ids_refuses_bad_input_counts_and_follows_the
 
         def load() -> None:
             while not stop.is_set():
-                code, out = _post_to(port, "/recommend", json.dumps({"user_id": ranked, "k": 5}))
+                code, out = _post(port, path="/recommend", body=json.dumps({"user_id": ranked, "k": 5}))
                 if code != 200:
                     failures.append((code, out))
                 answered[0] += 1
@@ -386,20 +369,6 @@ def test_liverec_serve_answers_user_ids_refuses_bad_input_counts_and_follows_the
             client.set_registered_model_alias(settings.online.registered_model, settings.online.alias, first)
         assert not failures and answered[0] >= 5, (failures[:3], answered)
         assert _metric(_get(port, "/metrics")[1], "liverec_model_reloads_total") == 1
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _get_quiet(port: int, path: str) -> int:
-    try:
-        return _get(port, path)[0]
-    except OSError:
-        return 0
 
 
 def _a_ranked_user(spark, settings, last: bool = False) -> str:

@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings(args.conf, args.set)
             conf = settings.online
             serve_conf = server.ServeConfig(settings.tracking_uri(), conf.registered_model, conf.alias, args.version,
-                                            conf.reload_seconds)
+                                            conf.reload_seconds, conf.max_body_bytes)
             host, port, workers = args.host or conf.host, args.port or conf.port, args.workers or conf.workers
             if conf.store:  # online.store set here wins over the store the model was published with
                 os.environ["LIVEREC_ONLINE_STORE"] = conf.store

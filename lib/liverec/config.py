@@ -112,6 +112,7 @@ class OnlineSettings:
     store_timeout_s: float
     store_retry_s: float
     reload_seconds: float
+    max_body_bytes: int
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,6 @@ from starlette.routing import Route
 log = logging.getLogger(__name__)
 
 CONF_ENV = "LIVEREC_SERVE"  # JSON of ServeConfig, how `liverec serve` hands its settings to uvicorn's workers
-MAX_BODY = 1 << 20  # bytes of a request body
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 ERROR_KINDS = ("bad_json", "bad_request", "unknown_user", "too_large", "not_ready", "internal")
 
@@ -54,6 +53,7 @@ class ServeConfig:
     alias: str
     version: str | None  # a pinned version: no reloads
     reload_seconds: float
+    max_body_bytes: int  # larger request bodies are answered 413
 
     def uri(self, version: str | None = None) -> str:
         v = version or self.version
@@ -182,8 +182,9 @@ class Server:
 
     async def body(self, request: HttpRequest) -> Any:
         raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise _Refused("too_large", 413, f"request body of {len(raw)} bytes; at most {MAX_BODY}")
+        if len(raw) > self.conf.max_body_bytes:
+            raise _Refused("too_large", 413, f"request body of {len(raw)} bytes; at most {self.conf.max_body_bytes} "
+                                             "(online.max_body_bytes)")
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as err:
