@@ -84,26 +84,44 @@ class Ranker(nn.Module):
             return self.forward_lists(item_idx, recent_idx, dense)
         return self._score(self.item_repr(item_idx), self.item_repr(recent_idx), recent_idx > 0, dense)
 
-    def forward_lists(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    def forward_lists(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor,
+                      table: torch.Tensor | None = None) -> torch.Tensor:
         """``forward`` for lists of candidates that share a user: item_idx (B, M), recent_idx (B, L) (one history
         per list), dense (B, M, n_dense) -> logits (B, M). The history's item representations are computed once
         per list, and the attention's first layer on [h, t, h - t, h * t] is split into W1 h + W2 t + W3 (h - t)
-        + W4 (h * t): the h and t terms once per recent item and once per candidate, only W4 (h * t) per pair
-        (training lists and the online scorer take this path; ``forward`` is the plain formulation)."""
-        target, hist = self.item_repr(item_idx), self.item_repr(recent_idx)  # (B, M, D), (B, L, D)
+        + W4 (h * t): the h and t terms once per recent item and once per candidate; without autograd (scoring)
+        t W4 (h * .) for every (candidate, recent item) is one matrix product per list, t (M, D) @ [h_l * W4^T]_l
+        (D, L H) (with autograd, training's short lists, the products h * t then W4: 44 ms against 57 ms per
+        step of 64 lists x 21 candidates, one thread). ``table``
+        (``repr_table()``) replaces the per-row representation by a lookup (the compiled scorer's form). Training
+        lists and every scorer take this path; ``forward`` is the plain formulation."""
+        if table is None:
+            target, hist = self.item_repr(item_idx), self.item_repr(recent_idx)  # (B, M, D), (B, L, D)
+        else:
+            target, hist = table[item_idx], table[recent_idx]
         first, rest = self.attention[0], self.attention[1:]
         w1, w2, w3, w4 = first.weight.split(hist.shape[-1], dim=1)
         per_recent = hist @ (w1 + w3).T + first.bias  # (B, L, H)
         per_target = target @ (w2 - w3).T  # (B, M, H)
-        pair = (target.unsqueeze(2) * hist.unsqueeze(1)) @ w4.T  # (B, M, L, H)
+        if torch.is_grad_enabled():  # training: the pair products, then W4 (its backward is the cheaper one here)
+            pair = (target.unsqueeze(2) * hist.unsqueeze(1)) @ w4.T  # (B, M, L, H)
+        else:  # scoring: one matrix product per list (2.5 ms for 300 candidates against 3.7 ms, one thread)
+            b, m, length, h = target.shape[0], target.shape[1], hist.shape[1], w4.shape[0]
+            scaled = (hist.unsqueeze(-1) * w4.T).permute(0, 2, 1, 3).reshape(b, hist.shape[-1], length * h)
+            pair = (target @ scaled).reshape(b, m, length, h)  # (B, M, L, H); scaled is (B, D, L H)
         weights = rest(per_recent.unsqueeze(1) + per_target.unsqueeze(2) + pair).squeeze(-1)  # (B, M, L)
         mask = (recent_idx > 0).unsqueeze(1).expand_as(weights)
         return self._finish(target, hist, weights, mask, dense)
 
-    def forward_shared(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """``forward`` for B candidates of one user: recent_idx (L,) is the same for every row (the online
-        scorer's path): one list of ``forward_lists``."""
-        return self.forward_lists(item_idx.unsqueeze(0), recent_idx.unsqueeze(0), dense.unsqueeze(0))[0]
+    def repr_table(self) -> torch.Tensor:
+        """Every vocabulary item's representation (n_items, D): ``item_repr`` of all indices, for a frozen model."""
+        return self.item_repr(torch.arange(self.shape.n_items))
+
+    def forward_shared(self, item_idx: torch.Tensor, recent_idx: torch.Tensor, dense: torch.Tensor,
+                       table: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` for B candidates of one user: recent_idx (L,) is the same for every row (the scorers'
+        path): one list of ``forward_lists``."""
+        return self.forward_lists(item_idx.unsqueeze(0), recent_idx.unsqueeze(0), dense.unsqueeze(0), table)[0]
 
     def _score(self, target: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor, dense: torch.Tensor
                ) -> torch.Tensor:
