@@ -156,6 +156,20 @@ def test_two_process_training_registry_and_gate(spark, demo_pipeline, capsys):
     assert model.metadata.signature is not None and model.metadata.get_input_schema().input_names()[:2] == [
         "item_id", "recent_items"]
     assert np.array_equal(model.predict(frame)["score"].to_numpy(), np.array(logged["scores"]))
+    # the version holds its compiled variants, each measured on the validation rows, the default one of them; the
+    # full-precision ONNX graph scores the logged rows as eager PyTorch does
+    from liverec.ranker import compiled
+
+    assert logged["variant"] == run.data.params["default_variant"] and logged["variant"] in compiled.VARIANTS
+    for variant in compiled.VARIANTS:
+        assert run.data.metrics[f"variant.{variant}.pairs_per_s"] > 0
+        assert 0 < run.data.metrics[f"variant.{variant}.ndcg_at_10"] <= 1
+    assert run.data.metrics["variant.torch.ndcg_at_10"] == pytest.approx(run.data.metrics["best_val_ndcg_at_10"],
+                                                                        abs=1e-9)
+    assert run.data.metrics["variant.onnx.max_abs_diff"] <= 1e-4
+    inner = model.unwrap_python_model()
+    eager, onnx = inner.use(compiled.TORCH).scores(frame), inner.use(compiled.ONNX).scores(frame)
+    assert np.max(np.abs(eager - onnx)) <= 1e-4
 
     # the gate's numbers: the champion's top N beat both baselines' on the validation users
     top_n = settings.recommend.top_n
@@ -167,9 +181,11 @@ def test_two_process_training_registry_and_gate(spark, demo_pipeline, capsys):
     # which still beats them on the same validation users, keeps the alias
     capsys.readouterr()
     assert main(["run", "train_ranker", *cli_args(settings), "--ds", DEMO_DS, "--set", "ranker.epochs=1",
-                 "--set", "ranker.learning_rate=0.0", "--num-processes", "1"]) == 0
+                 "--set", "ranker.learning_rate=0.0", "--num-processes", "1", "--set", "ranker.export_variants=false"]
+                ) == 0
     out = capsys.readouterr().out
     assert "promoted=False" in out and "does not beat the best baseline" in out, out
+    assert "variants: " in out and "default=torch skipped=ranker.export_variants is false" in out, out
     assert client.get_model_version_by_alias(name, alias).version == champion.version
     latest = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
     params = client.get_run(latest.run_id).data.params

@@ -121,7 +121,7 @@ def test_uci_online_retail(spark, settings, capsys):
 # the whole pipeline on a real data set, light: few ALS iterations, a short ranker run, every user active, the
 # candidates ml100k_pipeline uses
 LIGHT = ("als.max_iter=5", "ranker.epochs=3", "ranker.num_processes=1", "recommend.active_days=100000",
-         "evaluate.splits=[random]", *LIGHT_CANDIDATES)
+         "evaluate.splits=[random]", "ranker.export_variants=false", *LIGHT_CANDIDATES)  # variants: the ml100k chain's
 UP_TO_ONLINE = ("ingest,clean,embed_items,build_profiles,train_als,train_ease,build_ranker_examples,train_ranker,"
                 "recommend_nightly,publish_online")
 

@@ -67,5 +67,8 @@ class RankerSettings:
     local_mode: bool
     use_gpu: bool
     score_threads: int
+    scoring_variant: str
+    export_variants: bool
+    variant_max_ndcg_loss: float
     registered_model: str
     champion_alias: str

@@ -393,7 +393,8 @@ class OnlineModel(mlflow.pyfunc.PythonModel):
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         with np.load(context.artifacts["arrays"]) as z:
             arrays = {k: z[k] for k in z.files}
-        ranker = load_ranker(Path(context.artifacts["ranker"])) if "ranker" in context.artifacts else \
+        ranker = load_ranker(Path(context.artifacts["ranker"]), meta.get("ranker_variant", "auto"),
+                             int(os.environ.get("LIVEREC_ONLINE_THREADS", "1"))) if "ranker" in context.artifacts else \
             BaselineRanker(meta["baseline"])
         self.scorer = OnlineScorer(arrays, meta, ranker, _key(meta), open_online_store(meta))
         # the bundle's many long-lived Python objects (ids, titles, reasons) would otherwise be traversed by
@@ -431,23 +432,21 @@ class BaselineRanker:
         return np.asarray(dense, dtype=np.float64)[:, self.column]
 
 
-def load_ranker(folder: Path) -> Any:
-    """The ranker from its weights, shape and vocabulary (the files a ranker version logs), built with this
-    package's code rather than the code pickled with the ranker version."""
-    from liverec.ranker.model import RankerShape
+def load_ranker(folder: Path, variant: str = "auto", threads: int = 1) -> Any:
+    """The ranker from the files a ranker version logs, built with this package's code rather than the code
+    pickled with the ranker version, scoring with ``variant`` (``ranker.scoring_variant``, kept in the bundle's
+    meta as ``ranker_variant``)."""
+    from liverec.ranker import compiled
     from liverec.ranker.pyfunc import RankerModel
 
-    meta = json.loads((folder / "meta.json").read_text())
-    with np.load(folder / "weights.npz") as z:
-        state = {k: z[k] for k in z.files}
-    vocab = json.loads((folder / "vocab.json").read_text())
-    return RankerModel.from_parts(RankerShape.from_dict(meta["shape"]), state, vocab, int(meta["recent_items"]))
+    return compiled.choose(RankerModel.from_folder(folder), variant, threads)
 
 
 def log_online_model(arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker_uri: str | None, scratch: str,
                      name: str = "online") -> Any:
     """Log the pyfunc (bundle + a copy of the ranker, none without one: ``meta["baseline"]`` then scores) to the
     active run; returns MLflow's ModelInfo."""
+    from liverec.ranker import compiled
     from liverec.ranker.pyfunc import PACKAGE_DIR
 
     os.makedirs(scratch, exist_ok=True)
@@ -458,14 +457,15 @@ def log_online_model(arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker
             model = Path(mlflow.artifacts.download_artifacts(artifact_uri=ranker_uri, dst_path=str(folder / "model")))
             ranker = folder / "ranker"
             ranker.mkdir()
-            for file in ("meta.json", "weights.npz", "vocab.json"):
+            for file in ("meta.json", "weights.npz", "vocab.json", *compiled.FILES.values()):
                 found = list(model.rglob(file))
-                if not found:
+                if found:
+                    shutil.copy(found[0], ranker / file)
+                elif file not in compiled.FILES.values():  # the compiled variants: versions logged before them lack them
                     raise FileNotFoundError(f"{ranker_uri} has no {file}: not a liverec ranker version")
-                shutil.copy(found[0], ranker / file)
             paths["ranker"] = str(ranker)
         return mlflow.pyfunc.log_model(
             name=name, python_model=OnlineModel(), artifacts=paths,
-            code_paths=[str(PACKAGE_DIR)], pip_requirements=["torch", "numpy", "pandas"])
+            code_paths=[str(PACKAGE_DIR)], pip_requirements=["torch", "numpy", "pandas", "onnxruntime"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)

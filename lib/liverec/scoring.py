@@ -71,9 +71,11 @@ def ship_model(spark: SparkSession, model_uri: str, scratch: str) -> str:
 
 
 
-def score(rows: DataFrame, archive: str, threads: int) -> DataFrame:
+def score(rows: DataFrame, archive: str, threads: int, variant: str) -> DataFrame:
     """rows (item_id, recent_items, dense, ...) -> the same rows + ``score`` from the shipped model, with
-    ``threads`` torch threads per Python worker (``ranker.score_threads``; 0 = torch's default)."""
+    ``threads`` torch / ONNX Runtime threads per Python worker (``ranker.score_threads``; 0 = their default)
+    and its ``variant`` (``ranker.scoring_variant``)."""
+    from liverec.ranker import compiled
     from liverec.ranker.pyfunc import score_examples
 
     schema = T.StructType([*rows.schema.fields, T.StructField("score", T.DoubleType())])
@@ -84,6 +86,7 @@ def score(rows: DataFrame, archive: str, threads: int) -> DataFrame:
 
             torch.set_num_threads(threads)
         model = _scorer(archive)
+        compiled.choose(model.unwrap_python_model(), variant, threads)
         for pdf in batches:
             if len(pdf):
                 pdf = pdf.assign(score=score_examples(model, pdf))
@@ -115,7 +118,7 @@ def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, ite
     rows = features.assemble(cands, f, settings.ranker.recent_items, conf.als_candidates, conf.ease_candidates)
     archive = ship_model(spark, model.uri, os.path.join(settings.scratch_dir, "champion"))
     scored = score(rows.select("user_id", "item_id", "sources", "source", "via", "dense", "recent_items"), archive,
-                   settings.ranker.score_threads)
+                   settings.ranker.score_threads, settings.ranker.scoring_variant)
     if item_embeddings is not None:
         div_vectors = item_embeddings.select("item_id", F.col("embedding").alias("features"))
     else:

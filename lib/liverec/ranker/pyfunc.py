@@ -26,27 +26,60 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lib/liverec, shipped with t
 
 
 class RankerModel(mlflow.pyfunc.PythonModel):
+    """A ranker version's scorer. It scores with one of ``compiled.VARIANTS``: eager PyTorch, or the ONNX graphs
+    the version logged (``use``); a version starts on the default its training measured (meta.json)."""
+
     @classmethod
     def from_parts(cls, shape: RankerShape, state: dict[str, np.ndarray], vocab: dict[str, int],
-                   recent_items: int) -> RankerModel:
-        """The scorer without MLflow (benchmarks, tests): the same code path as the served model."""
+                   recent_items: int, folder: Path | None = None, variant: str = "torch") -> RankerModel:
+        """The scorer without MLflow (benchmarks, tests, the online bundle): the same code path as the served
+        model; ``folder`` holds the compiled variants' files, if any."""
         from liverec.ranker.train import load_model
 
         self = cls()
         self.shape, self.recent_len, self.vocab = shape, int(recent_items), vocab
         self.model = load_model(shape, state)
+        self.folder, self.variant, self.threads, self._compiled, self._table = folder, "torch", 1, {}, None
+        self.use(variant)
+        return self
+
+    @classmethod
+    def from_folder(cls, folder: Path, variant: str | None = None) -> RankerModel:
+        """The scorer from the files a ranker version logs (meta.json, weights.npz, vocab.json, the ONNX files),
+        scoring with ``variant`` (None: the version's measured default, eager PyTorch for older versions)."""
+        meta = json.loads((folder / "meta.json").read_text())
+        with np.load(folder / "weights.npz") as z:
+            state = {k: z[k] for k in z.files}
+        vocab = json.loads((folder / "vocab.json").read_text())
+        self = cls.from_parts(RankerShape.from_dict(meta["shape"]), state, vocab, int(meta["recent_items"]), folder,
+                              variant or meta.get("default_variant", "torch"))
+        # what its training measured of each variant (compiled.measure), or why none was exported
+        self.variants, self.variants_skipped = meta.get("variants", {}), meta.get("variants_skipped")
         return self
 
     def load_context(self, context: Any) -> None:
-        from liverec.ranker.train import load_model
+        loaded = RankerModel.from_folder(Path(context.artifacts["meta"]).parent)
+        self.__dict__.update(loaded.__dict__)
 
-        meta = json.loads(Path(context.artifacts["meta"]).read_text())
-        with np.load(context.artifacts["weights"]) as z:
-            state = {k: z[k] for k in z.files}
-        self.shape = RankerShape.from_dict(meta["shape"])
-        self.recent_len = int(meta["recent_items"])
-        self.vocab = json.loads(Path(context.artifacts["vocab"]).read_text())
-        self.model = load_model(self.shape, state)
+    def use(self, variant: str, threads: int | None = None) -> RankerModel:
+        """Score with ``variant`` (``compiled.VARIANTS``) from now on, ONNX Runtime with ``threads`` intra-op
+        threads (``ranker.score_threads``; 0 = its default). A compiled variant the version did not log is an
+        error naming what it has."""
+        from liverec.ranker import compiled
+
+        if variant not in compiled.VARIANTS:
+            raise ValueError(f"unknown ranker variant {variant!r}: one of {', '.join(compiled.VARIANTS)}")
+        if threads is not None and threads != self.threads:
+            self.threads, self._compiled = int(threads), {}
+        if variant != compiled.TORCH and variant not in self._compiled:
+            path = None if self.folder is None else Path(self.folder) / compiled.FILES[variant]
+            if path is None or not path.exists():
+                have = [v for v, f in compiled.FILES.items() if self.folder and (Path(self.folder) / f).exists()]
+                raise ValueError(f"this ranker version has no {variant} variant (it has: torch"
+                                 f"{''.join(', ' + v for v in have)}); retrain it to export one")
+            self._compiled[variant] = compiled.OrtList(path, self.threads)
+        self.variant = variant
+        return self
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return pd.DataFrame({"score": self.scores(model_input)})
@@ -87,14 +120,18 @@ class RankerModel(mlflow.pyfunc.PythonModel):
 
     def _list_scores(self, item_idx: np.ndarray, recent_items: Any, dense: np.ndarray) -> np.ndarray:
         """One user's list (``Ranker.forward_shared``: the history is encoded once, not once per candidate)."""
-        import torch
-
         recent = np.zeros(self.recent_len, dtype=np.int64)
         idx = [self.vocab.get(str(i), 0) for i in recent_items][:self.recent_len]
         recent[:len(idx)] = idx
+        if self.variant != "torch":
+            return self._compiled[self.variant](item_idx, recent, dense)
+        import torch
+
         with torch.inference_mode():  # no autograd bookkeeping at all (a tenth of the online request's time)
+            if self._table is None:  # the item representations of the frozen model, once
+                self._table = self.model.repr_table()
             out = self.model.forward_shared(torch.as_tensor(item_idx), torch.as_tensor(recent),
-                                            torch.as_tensor(dense))
+                                            torch.as_tensor(dense), self._table)
         return out.numpy().astype(np.float64)
 
 
@@ -122,48 +159,87 @@ def pyfunc_frame(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def write_files(folder: Path, shape: RankerShape, state: dict[str, np.ndarray], vocab: dict[str, int],
+                recent_items: int) -> dict[str, Any]:
+    """A ranker version's files in ``folder`` (weights.npz, vocab.json, meta.json, eager PyTorch its default);
+    returns the meta written."""
+    from liverec.ranker import compiled
+
+    np.savez(folder / "weights.npz", **state)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    meta: dict[str, Any] = {"shape": shape.to_dict(), "recent_items": recent_items,
+                            "dense_features": list(DENSE_FEATURES), "default_variant": compiled.TORCH}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return meta
+
+
 def log_model(shape: RankerShape, state: dict[str, np.ndarray], vocab: dict[str, int], recent_items: int,
-              example: pd.DataFrame, name: str = "ranker") -> Any:
-    """Log the pyfunc (with signature and input example) to the active run; returns MLflow's ModelInfo."""
-    with tempfile.TemporaryDirectory(prefix="liverec-ranker-") as folder:  # MLflow copies the artifacts
-        return _log_model(Path(folder), shape, state, vocab, recent_items, example, name)
-
-
-def _log_model(tmp: Path, shape: RankerShape, state: dict[str, np.ndarray], vocab: dict[str, int],
-               recent_items: int, example: pd.DataFrame, name: str) -> Any:
+              example: pd.DataFrame, name: str = "ranker", valid: pd.DataFrame | None = None, k: int = 10,
+              max_loss: float = 0.005, export: bool = True) -> Any:
+    """Log the pyfunc (with signature and input example) to the active run; returns MLflow's ModelInfo. With
+    ``valid`` (validation rows: user_id, item_id, recent_items, dense, label, sampled) the ranker is also
+    exported to ONNX and int8 (``compiled.export``), each variant is measured on those rows
+    (``compiled.measure``: pairs/s, NDCG@k, distance to eager PyTorch; metrics ``variant.<name>.*``) and the
+    fastest that loses at most ``max_loss`` of eager's NDCG@k becomes the version's default. ``export`` False
+    (``ranker.export_variants``), or the exporter's packages missing, logs eager PyTorch alone and says why in
+    meta.json (``variants_skipped``) and the tag ``variants_skipped``."""
     from mlflow.models import infer_signature
 
-    np.savez(tmp / "weights.npz", **state)
-    (tmp / "meta.json").write_text(json.dumps({"shape": shape.to_dict(), "recent_items": recent_items,
-                                               "dense_features": list(DENSE_FEATURES)}))
-    (tmp / "vocab.json").write_text(json.dumps(vocab))
-    model = RankerModel()
-    model.load_context(type("Ctx", (), {"artifacts": {"meta": str(tmp / "meta.json"),
-                                                      "weights": str(tmp / "weights.npz"),
-                                                      "vocab": str(tmp / "vocab.json")}})())
-    signature = infer_signature(example, model.predict(None, example))
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=model, signature=signature, input_example=example,
-        artifacts={"meta": str(tmp / "meta.json"), "weights": str(tmp / "weights.npz"), "vocab": str(tmp / "vocab.json")},
-        code_paths=[str(PACKAGE_DIR)], pip_requirements=["torch", "numpy", "pandas"])
+    from liverec.ranker import compiled
+    from liverec.ranker.train import load_model
+
+    with tempfile.TemporaryDirectory(prefix="liverec-ranker-") as folder:  # MLflow copies the artifacts
+        tmp = Path(folder)
+        meta = write_files(tmp, shape, state, vocab, recent_items)
+        artifacts = {"meta": str(tmp / "meta.json"), "weights": str(tmp / "weights.npz"),
+                     "vocab": str(tmp / "vocab.json")}
+        files, skipped = {}, "ranker.export_variants is false" if not export else None
+        if valid is not None and export:
+            try:
+                files = compiled.export(load_model(shape, state), tmp, recent_items)
+            except ImportError as exc:  # onnx / onnxscript are the training extra's: a bare install scores eagerly
+                skipped = f"the ONNX exporter is not installed ({exc}): pip install 'liverec[training]'"
+        if skipped and valid is not None:
+            meta["variants_skipped"] = skipped
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            mlflow.set_tag("variants_skipped", skipped)
+        if files:
+            artifacts.update({f"variant_{v}": str(path) for v, path in files.items()})
+            report, default = compiled.measure(RankerModel.from_folder(tmp, compiled.TORCH), valid, k, max_loss)
+            meta.update(variants=report, default_variant=default)
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            mlflow.log_metrics({f"variant.{v}.{m}": float(x) for v, r in report.items() for m, x in r.items()})
+        if valid is not None:
+            mlflow.log_param("default_variant", meta["default_variant"])
+        model = RankerModel.from_folder(tmp)
+        signature = infer_signature(example, model.predict(None, example))
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=RankerModel(), signature=signature, input_example=example, artifacts=artifacts,
+            code_paths=[str(PACKAGE_DIR)], pip_requirements=["torch", "numpy", "pandas", "onnxruntime"])
 
 
-def log_and_check(result: Any, vocab: Any, recent_items: int, valid: pd.DataFrame, k: int
-                  ) -> tuple[Any, Any, np.ndarray]:
+def log_and_check(result: Any, vocab: Any, recent_items: int, valid: pd.DataFrame, k: int, max_loss: float,
+                  export: bool = True) -> tuple[Any, Any, np.ndarray]:
     """Log the trained ranker (a ``train.TrainResult``; ``vocab`` its gold.ranker_items rows) as a pyfunc to the
-    active run, load it back and score the validation rows with it: (ModelInfo, the loaded pyfunc, its scores
-    of ``valid``). On the ``sampled`` rows the loaded model must reproduce the training loop's validation NDCG
-    (the metric ``pyfunc_val_ndcg_at_<k>``, k = ``ranker.val_k``; ``final_scores.json`` keeps inputs and scores)."""
+    active run, with its compiled variants measured on ``valid`` (``log_model``), load it back and score the
+    validation rows with it in full precision: (ModelInfo, the loaded pyfunc, its eager scores of ``valid``,
+    what the promotion gate judges). On the ``sampled`` rows the loaded model must reproduce the training loop's
+    validation NDCG (the metric ``pyfunc_val_ndcg_at_<k>``, k = ``ranker.val_k``); ``final_scores.json`` keeps
+    inputs and the scores of the version's default variant."""
     ids = vocab.select("item_id", "item_idx").toPandas()  # the model's vocabulary, through Arrow
     vocab_map = dict(zip(ids["item_id"], ids["item_idx"].astype(int).tolist(), strict=True))
-    info = log_model(result.shape, result.state, vocab_map, recent_items, pyfunc_frame(valid.head(5)))
+    info = log_model(result.shape, result.state, vocab_map, recent_items, pyfunc_frame(valid.head(5)), valid=valid,
+                     k=k, max_loss=max_loss, export=export)
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)
-    scores = score_examples(pyfunc, valid)
+    inner = pyfunc.unwrap_python_model()
+    default = inner.variant
+    scores = score_examples(inner.use("torch"), valid)
+    inner.use(default)
     sampled = valid["sampled"].to_numpy(dtype=bool)
     groups = pd.factorize(valid["user_id"][sampled])[0]
     mlflow.log_metric(f"pyfunc_val_ndcg_at_{k}", ndcg_at_k(
         scores[sampled], valid["label"].to_numpy(dtype=np.float64)[sampled], groups, k))
     final = pyfunc_frame(valid.head(50))
-    mlflow.log_dict({"input": final.to_dict(orient="list"), "scores": pyfunc.predict(final)["score"].tolist()},
-                    "final_scores.json")
+    mlflow.log_dict({"input": final.to_dict(orient="list"), "scores": pyfunc.predict(final)["score"].tolist(),
+                     "variant": default}, "final_scores.json")
     return info, pyfunc, scores

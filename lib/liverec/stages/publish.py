@@ -38,6 +38,7 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     from liverec import catalog, cleaning, fallback, lakehouse, product, registry
+    from liverec.ranker import compiled
 
     spark, settings, progress, ds = ctx.spark, ctx.settings, ctx.progress, ctx.ds
     conf = settings.recommend
@@ -46,6 +47,7 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                          f"(got {conf.top_n}, {conf.mmr_pool}, {conf.mmr_lambda})")
     if settings.ranker.score_threads < 0:
         raise InputError(f"ranker.score_threads must be >= 0 (0 = torch's default), got {settings.ranker.score_threads}")
+    compiled.check_variant(settings.ranker.scoring_variant)
     events = require_silver(ctx).cache()  # read by every candidate source and the fallback chain
     user_profiles, profile_ds = latest(ctx, tables.USER_PROFILES)
     if user_profiles is None:
@@ -115,6 +117,9 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
         raise InputError(f"online.candidates and online.max_session must be positive and 1 <= online.default_k <= "
                          f"online.max_k (got {oconf.candidates}, {oconf.max_session}, {oconf.default_k}, "
                          f"{oconf.max_k})")
+    from liverec.ranker import compiled
+
+    compiled.check_variant(settings.ranker.scoring_variant)
     champion = registry.champion(settings.ranker.registered_model, settings.ranker.champion_alias)
     events = require_silver(ctx).cache()
     found = {t: require_latest(ctx, t, stage) for t, stage in (
@@ -136,7 +141,7 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
         found[tables.ITEM_FACTORS][0], ease_model, emb, neighbors, social(ctx), found[tables.RECOMMENDATIONS][0],
         settings, cleaning.id_key(settings), ds)
     order = (tables.USER_PROFILES, tables.USER_FACTORS, tables.ITEM_FACTORS, tables.RECOMMENDATIONS)
-    meta.update(ranker_version=ranker_tag, baseline=baseline,
+    meta.update(ranker_version=ranker_tag, baseline=baseline, ranker_variant=settings.ranker.scoring_variant,
                 inputs={t: found[t][1] for t in order} | {"embeddings": emb_ds})
     size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
     progress.step("bundle", len(meta["item_ids"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag)

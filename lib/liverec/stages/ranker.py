@@ -149,7 +149,13 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
     # the model as a pyfunc: check it scores the validation set as the training loop did, then register
     valid = rows.where(F.col("split") == "valid").select(*VALID_COLUMNS).toPandas()
-    info, _, scores = pyfunc.log_and_check(result, vocab, conf.recent_items, valid, conf.val_k)
+    info, loaded, scores = pyfunc.log_and_check(result, vocab, conf.recent_items, valid, conf.val_k,
+                                                  conf.variant_max_ndcg_loss, conf.export_variants)
+    scorer = loaded.unwrap_python_model()
+    progress.step("variants", None, default=scorer.variant, **(
+        {"skipped": scorer.variants_skipped} if scorer.variants_skipped else
+        {f"{v}_pairs_per_s": int(r["pairs_per_s"]) for v, r in scorer.variants.items()} |
+        {f"{v}_ndcg": round(r[f"ndcg_at_{conf.val_k}"], 4) for v, r in scorer.variants.items()}))
     version = registry.register(info.model_uri, conf.registered_model)
     if getattr(args, "no_promote", False):
         decision = {"promoted": False, "reason": "left to promote_ranker (--no-promote)"}
