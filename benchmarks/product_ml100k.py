@@ -181,7 +181,26 @@ def one_seed(args: argparse.Namespace, rows: np.ndarray, seed: int) -> dict:
     }
     print(f"seed {seed}: " + ", ".join(f"{m} {v['ndcg']:.4f}" for m, v in models.items()), flush=True)
     return {"seed": seed, "models": models, "product_sources": sources, "product_model_versions": versions,
-            "pipeline": run}
+            "pipeline": run, "ranker_variants": ranker_variants(work / "mlflow.db")}
+
+
+def ranker_variants(db: Path) -> dict[str, dict[str, float]]:
+    """The scoring variants train_ranker measured on its validation rows (metrics ``variant.<name>.<metric>``
+    of the latest run that has them; ``default_variant`` its choice): {variant: {metric: value}}."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        run = con.execute("select run_uuid from metrics where key = 'variant.torch.pairs_per_s' "
+                          "order by timestamp desc limit 1").fetchone()
+        if run is None:
+            return {}
+        out: dict[str, dict[str, float]] = {}
+        for key, value in con.execute("select key, value from metrics where run_uuid = ? and key like 'variant.%'",
+                                      run):
+            _, variant, metric = key.split(".", 2)
+            out.setdefault(variant, {})[metric] = value
+        chosen = con.execute("select value from params where run_uuid = ? and key = 'default_variant'", run).fetchone()
+    return {**out, "default": {"variant": chosen[0]}} if chosen else out
 
 
 def main() -> int:
@@ -219,6 +238,18 @@ def main() -> int:
         f"seed {r['seed']}: " + ", ".join(f"{k} {v}" for k, v in sorted(r["product_sources"].items()))
         for r in results), "", "Model versions in the published table: " + "; ".join(
         f"seed {r['seed']}: {', '.join(r['product_model_versions'])}" for r in results), ""]
+    for r in results:
+        variants = {v: m for v, m in r["ranker_variants"].items() if v != "default"}
+        if variants:
+            k = next(m for m in variants["torch"] if m.startswith("ndcg_at_"))
+            lines += [f"Seed {r['seed']}: the ranker's scoring variants as train_ranker measured them on its "
+                      f"validation rows (one thread; {k.replace('ndcg_at_', 'NDCG@')} on the sampled rows against "
+                      "the training loop's labels); default chosen: "
+                      f"{r['ranker_variants'].get('default', {}).get('variant', '?')}", "",
+                      f"| variant | pairs/s | {k.replace('ndcg_at_', 'NDCG@')} | vs torch | max abs diff to torch |",
+                      "|---|---|---|---|---|",
+                      *[f"| {v} | {m['pairs_per_s']:,.0f} | {m[k]:.4f} | {m[k] / variants['torch'][k] - 1:+.2%} | "
+                        f"{m['max_abs_diff']:.1e} |" for v, m in variants.items()], ""]
     if results[0]["pipeline"]:
         lines.append("Pipeline wall time per seed: " + ", ".join(
             f"{r['pipeline']['seconds']:.0f} s (peak {r['pipeline']['peak_rss_gib']:.2f} GiB)" for r in results))
