@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
 import statistics
@@ -34,7 +35,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _measure import isolated_args, machine, run_measured, write_results
+from _measure import RESULTS, isolated_args, machine, run_measured, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DS = "2024-01-15"
@@ -217,12 +218,16 @@ def main() -> int:
     args = ap.parse_args()
     rows = load(Path(args.data))
     results = [one_seed(args, rows, s) for s in args.seeds]
+    name = "product_ml100k" + (f"_{args.label}" if args.label else "")
+    if args.reuse and (RESULTS / f"{name}.json").exists():  # --reuse ran no pipeline: keep the figures of the one that ran
+        earlier = {r["seed"]: r["pipeline"] for r in json.loads((RESULTS / f"{name}.json").read_text())["seeds"]}
+        for r in results:
+            r["pipeline"] = r["pipeline"] or earlier.get(r["seed"], {})
     names = list(results[0]["models"])
     summary = {m: {x: statistics.mean(r["models"][m][x] for r in results) for x in ("ndcg", "precision", "recall")}
                for m in names}
     spread = {m: statistics.pstdev(r["models"][m]["ndcg"] for r in results) for m in names}
     command = "python benchmarks/product_ml100k.py " + " ".join(sys.argv[1:])
-    name = "product_ml100k" + (f"_{args.label}" if args.label else "")
     payload = {"benchmark": name, "date": dt.date.today().isoformat(), "machine": machine(), "command": command,
                "overlay": OVERLAY + [x for kv in args.set for x in ("--set", kv)], "stages": args.stages,
                "seeds": results, "mean": summary, "ndcg_pstdev": spread}
