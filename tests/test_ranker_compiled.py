@@ -158,3 +158,16 @@ def test_a_missing_exporter_logs_an_eager_only_version_and_says_why(tmp_path, ex
     assert not any(k.startswith("variant.") for k in data.metrics)
     with pytest.raises(ValueError, match="has no onnx variant"):
         loaded.use(compiled.ONNX)
+
+
+def test_a_variant_the_version_lacks_is_refused_on_the_driver(tmp_path, exported):
+    folder, _, _, _ = exported
+    bare = tmp_path / "model" / "artifacts"
+    bare.mkdir(parents=True)
+    (bare / "meta.json").write_bytes((folder / "meta.json").read_bytes())
+    for name in ("auto", "torch"):
+        compiled.require(tmp_path / "model", name, "models:/r/1")  # eager PyTorch: every version has it
+    with pytest.raises(InputError, match=r"scoring_variant=int8, but models:/r/1 has no int8 variant .it has: torch."):
+        compiled.require(tmp_path / "model", "int8", "models:/r/1")
+    compiled.require(folder, "int8", "models:/r/2")  # the exported one holds both
+    compiled.require(tmp_path / "empty", "onnx", "models:/other/1")  # not a liverec ranker: its own checks

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +129,11 @@ def _product(spark: SparkSession, settings: Settings, split: str, train_events: 
         if wins:
             ranker = registry.Champion("evaluation", split, mlflow.active_run().info.run_id, info.model_uri)
         rows.unpersist()
+    # the ranker trained here is logged without compiled variants: it scores with eager PyTorch whatever
+    # ranker.scoring_variant asks of the registered versions
+    eager = replace(settings, ranker=replace(settings.ranker, scoring_variant="torch"))
     published = product.publish(spark, train_events, test_users, inputs.items, prof, uf, itf, None, ease_model, None,
-                                inputs.item_embeddings, inputs.neighbors, inputs.social, settings, inputs.key, ranker,
+                                inputs.item_embeddings, inputs.neighbors, inputs.social, eager, inputs.key, ranker,
                                 best, inputs.ds)
     recs = published.rows.select("user_id", "rank", "item_id", "source").localCheckpoint()
     notes["sources"] = {r["source"]: r["count"] for r in recs.groupBy("source").count().collect()}

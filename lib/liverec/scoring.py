@@ -22,6 +22,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,14 +56,18 @@ def _scorer(archive: str) -> Any:
 
 
 
-def ship_model(spark: SparkSession, model_uri: str, scratch: str) -> str:
+def ship_model(spark: SparkSession, model_uri: str, scratch: str, variant: str = "auto") -> str:
     """Download ``model_uri`` on the driver, zip it and add it to the job's files; returns the file name
-    the executors open with SparkFiles (the registry need not be reachable from them)."""
+    the executors open with SparkFiles (the registry need not be reachable from them). ``variant``
+    (``ranker.scoring_variant``) must be one the version holds: checked here, not in an executor."""
     import mlflow
+
+    from liverec.ranker import compiled
 
     os.makedirs(scratch, exist_ok=True)
     folder = tempfile.mkdtemp(prefix="champion-", dir=scratch)
     local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder)
+    compiled.require(Path(local), variant, model_uri)
     archive = shutil.make_archive(os.path.join(folder, "champion"), "zip", local)
     named = os.path.join(folder, f"liverec-champion-{os.path.basename(folder)}.zip")
     os.replace(archive, named)
@@ -116,7 +121,8 @@ def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, ite
     cands = candidates.generate(spark, f, users, neighbors, conf).localCheckpoint()
     counts = {r["s"]: r["count"] for r in cands.select(F.explode("sources").alias("s")).groupBy("s").count().collect()}
     rows = features.assemble(cands, f, settings.ranker.recent_items, conf.als_candidates, conf.ease_candidates)
-    archive = ship_model(spark, model.uri, os.path.join(settings.scratch_dir, "champion"))
+    archive = ship_model(spark, model.uri, os.path.join(settings.scratch_dir, "champion"),
+                         settings.ranker.scoring_variant)
     scored = score(rows.select("user_id", "item_id", "sources", "source", "via", "dense", "recent_items"), archive,
                    settings.ranker.score_threads, settings.ranker.scoring_variant)
     if item_embeddings is not None:

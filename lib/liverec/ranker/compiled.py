@@ -36,6 +36,20 @@ def check_variant(name: str) -> str:
     return name
 
 
+def require(folder: Path, name: str, what: str) -> None:
+    """The ranker version in ``folder`` (``what``: its URI, for the message) holds ``ranker.scoring_variant``
+    ``name``: an InputError naming what it holds, before any executor loads it. Only a folder that is a liverec
+    ranker (a meta.json inside) is judged; another model is left to its own checks."""
+    from liverec.errors import InputError
+
+    if name in (AUTO, TORCH) or not list(folder.rglob("meta.json")):
+        return
+    if not list(folder.rglob(FILES[name])):
+        have = [v for v, f in FILES.items() if list(folder.rglob(f))]
+        raise InputError(f"ranker.scoring_variant={name}, but {what} has no {name} variant (it has: torch"
+                         f"{''.join(', ' + v for v in have)}): retrain it (ranker.export_variants: true) or use auto")
+
+
 def choose(scorer: Any, name: str, threads: int) -> Any:
     """``scorer`` (a ``pyfunc.RankerModel``) switched to ``ranker.scoring_variant`` ``name`` (``AUTO``: the one it
     starts on) with ``threads`` intra-op threads; a scorer of another kind is returned as it is."""
