@@ -56,31 +56,6 @@ def test_top_n_matches_brute_force_and_skips_seen(spark):
         assert got[i]["scores"] == pytest.approx([float(scores[j]) for j in expected], rel=1e-5)
 
 
-def test_dense_index_numbers_ids_in_their_order_without_a_single_partition(spark):
-    """indexing.dense_index gives the ids Python's sorted() order gives (code-point order = Spark's UTF-8 byte
-    order), from ``start``, for ids of every length (shorter than the bucket prefix, sharing it, unicode, hex
-    pseudonyms, numbers as strings) spread over several partitions; other columns ride along; the plan moves no
-    data into one partition (the global window's Exchange SinglePartition)."""
-    from liverec.indexing import dense_index
-
-    rng = np.random.default_rng(5)
-    ids = {pseudonymise_value(str(n), b"k") for n in range(300)} | {str(n) for n in range(1, 400)} | {
-        "a", "ab", "abc", "b", "", "é", "éa", "z\u00ff", "Zeta", "~", "a b"}
-    ids |= {"".join(rng.choice(list("xyzXYZ09"), int(rng.integers(1, 6)))) for _ in range(200)}
-    rows = [(i, len(i)) for i in ids]
-    frame = spark.createDataFrame(rows, "item_id string, width int").repartition(5)
-    for start in (0, 1):
-        got = dense_index(frame, "item_id", "item_idx", start=start)
-        plan = got._jdf.queryExecution().executedPlan().toString()
-        assert "SinglePartition" not in plan, plan
-        out = {r["item_id"]: (r["item_idx"], r["width"]) for r in got.collect()}
-        assert out == {i: (n + start, len(i)) for n, i in enumerate(sorted(ids))}
-    users, items = als.index_ids(spark.createDataFrame([("u2", "b"), ("u1", "a"), ("u2", "a")], "user_id string, "
-                                                                                              "item_id string"))
-    assert sorted(map(tuple, users.collect())) == [("u1", 0), ("u2", 1)]
-    assert sorted(map(tuple, items.collect())) == [("a", 0), ("b", 1)]
-
-
 def test_als_learns_groups_and_survives_long_runs(spark, settings_factory, tmp_path):
     s = settings_factory("als.max_iter=32", "als.checkpoint_interval=4", "als.rank=2", "als.reg_param=0.1")
     rows = []

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 
 from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from liverec.catalog import decay, event_weight
 from liverec.config import AlsSettings
-from liverec.indexing import dense_index
 
 
 def event_strength(conf: AlsSettings, weights: dict[str, float]) -> F.Column:
@@ -56,8 +55,10 @@ def strengths(events: DataFrame, conf: AlsSettings, weights: dict[str, float]) -
 
 def index_ids(pairs: DataFrame) -> tuple[DataFrame, DataFrame]:
     """Dense integer ids ALS needs: (user_id, user_idx) and (item_id, item_idx), ordered by the string id."""
-    users = dense_index(pairs.select("user_id").distinct(), "user_id", "user_idx")
-    items = dense_index(pairs.select("item_id").distinct(), "item_id", "item_idx")
+    users = pairs.select("user_id").distinct().withColumn(
+        "user_idx", (F.row_number().over(Window.orderBy("user_id")) - 1).cast("int"))
+    items = pairs.select("item_id").distinct().withColumn(
+        "item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1).cast("int"))
     return users, items
 
 

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from liverec import vectors
 from liverec.errors import InputError
-from liverec.indexing import dense_index
 
 # users per sparse product in a task (bounds memory at chunk x items floats)
 CHUNK = 512
@@ -52,7 +51,8 @@ class EaseModel:
 
 def item_index(pairs: DataFrame) -> DataFrame:
     """(item_id, item_idx): a dense index over the items of ``pairs``, ordered by item id."""
-    return dense_index(pairs.select("item_id").distinct(), "item_id", "item_idx")
+    return pairs.select("item_id").distinct().withColumn(
+        "item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1).cast("int"))
 
 
 def user_items(pairs: DataFrame, index: DataFrame) -> DataFrame:

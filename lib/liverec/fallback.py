@@ -12,7 +12,6 @@ from pyspark.sql import functions as F
 from liverec import candidates, embeddings, reasons, vectors
 from liverec.config import RecommendSettings
 from liverec.ease import EaseModel
-from liverec.indexing import dense_index
 
 
 def active_users(events: DataFrame, active_days: int) -> DataFrame:
@@ -43,8 +42,9 @@ def content_recommendations(users: DataFrame, profiles: DataFrame, item_embeddin
                             n: int, min_similarity: float = -1.0) -> DataFrame:
     """(user_id, rank, item_id, score): the ``n`` unseen items whose text embedding is closest (cosine) to the
     user's content vector, only those with a cosine of at least ``min_similarity``."""
-    user_vecs = dense_index(profiles.join(users, "user_id").where(F.col("content_vector").isNotNull())
-                            .select("user_id", F.col("content_vector").alias("features")), "user_id", "user_idx")
+    user_vecs = (profiles.join(users, "user_id").where(F.col("content_vector").isNotNull())
+                 .select("user_id", F.col("content_vector").alias("features"))
+                 .withColumn("user_idx", (F.row_number().over(Window.orderBy("user_id")) - 1).cast("int")))
     recs = _scored(user_vecs, embeddings.index_items(item_embeddings), seen, n)
     recs = recs.where(F.col("score") >= min_similarity)
     return recs.withColumn("rank", F.row_number().over(Window.partitionBy("user_id").orderBy("rank")))

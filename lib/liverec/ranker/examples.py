@@ -17,7 +17,6 @@ from pyspark.sql import functions as F
 from liverec import splits
 from liverec.config import Settings
 from liverec.features import Features
-from liverec.indexing import dense_index
 
 # the columns of a validation row the gate and the pyfunc check read (gold.ranker_examples, split = valid)
 VALID_COLUMNS = ("user_id", "item_id", "label", "n_labels", "sampled", "als_rank", "ease_rank", "dense",
@@ -58,8 +57,9 @@ def build_examples(cands: DataFrame, labels: DataFrame, settings: Settings) -> D
 
 def vocabulary(f: Features) -> DataFrame:
     """gold.ranker_items rows: (item_id, item_idx from 1, als_factor, text_embedding); 0 is padding/unknown."""
-    return dense_index(f.items.select("item_id", F.col("item_factor").alias("als_factor"),
-                                      F.col("embedding").alias("text_embedding")), "item_id", "item_idx", start=1)
+    return f.items.select("item_id", F.col("item_factor").alias("als_factor"),
+                          F.col("embedding").alias("text_embedding")).withColumn(
+        "item_idx", F.row_number().over(Window.orderBy("item_id")).cast("int"))
 
 
 def with_indices(examples: DataFrame, vocab: DataFrame) -> DataFrame:
