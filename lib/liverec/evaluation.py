@@ -131,7 +131,9 @@ def _product(spark: SparkSession, settings: Settings, split: str, train_events: 
         rows.unpersist()
     # the ranker trained here is logged without compiled variants: it scores with eager PyTorch whatever
     # ranker.scoring_variant asks of the registered versions
-    eager = replace(settings, ranker=replace(settings.ranker, scoring_variant="torch"))
+    from liverec.ranker import compiled
+
+    eager = replace(settings, ranker=replace(settings.ranker, scoring_variant=compiled.TORCH))
     published = product.publish(spark, train_events, test_users, inputs.items, prof, uf, itf, None, ease_model, None,
                                 inputs.item_embeddings, inputs.neighbors, inputs.social, eager, inputs.key, ranker,
                                 best, inputs.ds)

@@ -389,13 +389,15 @@ class OnlineModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         import torch
 
-        torch.set_num_threads(int(os.environ.get("LIVEREC_ONLINE_THREADS", "1")))
+        from liverec.ranker import compiled
+
+        threads = int(os.environ.get("LIVEREC_ONLINE_THREADS", "1"))  # torch's and ONNX Runtime's intra-op threads
+        torch.set_num_threads(threads)
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         with np.load(context.artifacts["arrays"]) as z:
             arrays = {k: z[k] for k in z.files}
-        ranker = load_ranker(Path(context.artifacts["ranker"]), meta.get("ranker_variant", "auto"),
-                             int(os.environ.get("LIVEREC_ONLINE_THREADS", "1"))) if "ranker" in context.artifacts else \
-            BaselineRanker(meta["baseline"])
+        ranker = load_ranker(Path(context.artifacts["ranker"]), meta.get("ranker_variant", compiled.AUTO), threads) \
+            if "ranker" in context.artifacts else BaselineRanker(meta["baseline"])
         self.scorer = OnlineScorer(arrays, meta, ranker, _key(meta), open_online_store(meta))
         # the bundle's many long-lived Python objects (ids, titles, reasons) would otherwise be traversed by
         # every full garbage collection, a latency spike of milliseconds in the middle of a request
@@ -432,14 +434,14 @@ class BaselineRanker:
         return np.asarray(dense, dtype=np.float64)[:, self.column]
 
 
-def load_ranker(folder: Path, variant: str = "auto", threads: int = 1) -> Any:
+def load_ranker(folder: Path, variant: str | None = None, threads: int = 1) -> Any:
     """The ranker from the files a ranker version logs, built with this package's code rather than the code
     pickled with the ranker version, scoring with ``variant`` (``ranker.scoring_variant``, kept in the bundle's
     meta as ``ranker_variant``)."""
     from liverec.ranker import compiled
     from liverec.ranker.pyfunc import RankerModel
 
-    return compiled.choose(RankerModel.from_folder(folder), variant, threads)
+    return compiled.choose(RankerModel.from_folder(folder), variant or compiled.AUTO, threads)
 
 
 def log_online_model(arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker_uri: str | None, scratch: str,
@@ -447,7 +449,7 @@ def log_online_model(arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker
     """Log the pyfunc (bundle + a copy of the ranker, none without one: ``meta["baseline"]`` then scores) to the
     active run; returns MLflow's ModelInfo."""
     from liverec.ranker import compiled
-    from liverec.ranker.pyfunc import PACKAGE_DIR
+    from liverec.ranker.pyfunc import PACKAGE_DIR, PIP_REQUIREMENTS
 
     os.makedirs(scratch, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="online-", dir=scratch))
@@ -466,6 +468,6 @@ def log_online_model(arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker
             paths["ranker"] = str(ranker)
         return mlflow.pyfunc.log_model(
             name=name, python_model=OnlineModel(), artifacts=paths,
-            code_paths=[str(PACKAGE_DIR)], pip_requirements=["torch", "numpy", "pandas", "onnxruntime"])
+            code_paths=[str(PACKAGE_DIR)], pip_requirements=list(PIP_REQUIREMENTS))
     finally:
         shutil.rmtree(folder, ignore_errors=True)

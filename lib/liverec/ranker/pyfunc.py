@@ -20,8 +20,11 @@ import pandas as pd
 
 from liverec.features import DENSE_FEATURES
 from liverec.metrics import ndcg_at_k
+from liverec.ranker.compiled import TORCH
 from liverec.ranker.model import RankerShape
 
+# what a logged ranker (and the online model that carries one) needs installed to load and score
+PIP_REQUIREMENTS = ("torch", "numpy", "pandas", "onnxruntime")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lib/liverec, shipped with the model as code
 
 
@@ -31,7 +34,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
 
     @classmethod
     def from_parts(cls, shape: RankerShape, state: dict[str, np.ndarray], vocab: dict[str, int],
-                   recent_items: int, folder: Path | None = None, variant: str = "torch") -> RankerModel:
+                   recent_items: int, folder: Path | None = None, variant: str = TORCH) -> RankerModel:
         """The scorer without MLflow (benchmarks, tests, the online bundle): the same code path as the served
         model; ``folder`` holds the compiled variants' files, if any."""
         from liverec.ranker.train import load_model
@@ -39,7 +42,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
         self = cls()
         self.shape, self.recent_len, self.vocab = shape, int(recent_items), vocab
         self.model = load_model(shape, state)
-        self.folder, self.variant, self.threads, self._compiled, self._table = folder, "torch", 1, {}, None
+        self.folder, self.variant, self.threads, self._compiled, self._table = folder, TORCH, 1, {}, None
         self.use(variant)
         return self
 
@@ -52,7 +55,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
             state = {k: z[k] for k in z.files}
         vocab = json.loads((folder / "vocab.json").read_text())
         self = cls.from_parts(RankerShape.from_dict(meta["shape"]), state, vocab, int(meta["recent_items"]), folder,
-                              variant or meta.get("default_variant", "torch"))
+                              variant or meta.get("default_variant", TORCH))
         # what its training measured of each variant (compiled.measure), or why none was exported
         self.variants, self.variants_skipped = meta.get("variants", {}), meta.get("variants_skipped")
         return self
@@ -123,7 +126,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
         recent = np.zeros(self.recent_len, dtype=np.int64)
         idx = [self.vocab.get(str(i), 0) for i in recent_items][:self.recent_len]
         recent[:len(idx)] = idx
-        if self.variant != "torch":
+        if self.variant != TORCH:
             return self._compiled[self.variant](item_idx, recent, dense)
         import torch
 
@@ -215,7 +218,7 @@ def log_model(shape: RankerShape, state: dict[str, np.ndarray], vocab: dict[str,
         signature = infer_signature(example, model.predict(None, example))
         return mlflow.pyfunc.log_model(
             name=name, python_model=RankerModel(), signature=signature, input_example=example, artifacts=artifacts,
-            code_paths=[str(PACKAGE_DIR)], pip_requirements=["torch", "numpy", "pandas", "onnxruntime"])
+            code_paths=[str(PACKAGE_DIR)], pip_requirements=list(PIP_REQUIREMENTS))
 
 
 def log_and_check(result: Any, vocab: Any, recent_items: int, valid: pd.DataFrame, k: int, max_loss: float,
@@ -233,7 +236,7 @@ def log_and_check(result: Any, vocab: Any, recent_items: int, valid: pd.DataFram
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)
     inner = pyfunc.unwrap_python_model()
     default = inner.variant
-    scores = score_examples(inner.use("torch"), valid)
+    scores = score_examples(inner.use(TORCH), valid)
     inner.use(default)
     sampled = valid["sampled"].to_numpy(dtype=bool)
     groups = pd.factorize(valid["user_id"][sampled])[0]
