@@ -4,7 +4,7 @@
 
 Protocol: the batch-core per-user stratified random 75/25 split (benchmarks/ml100k_als.py's seeds and
 hash), the tuned ALS (conf defaults) fitted on the training part, each user's best ``--pool`` unseen
-items by ALS score, then the nightly job's own MMR (``liverec.diversity.diversify``: relevance = score
+items by ALS score, then the nightly job's own MMR (``liverec.diversity.pools`` + ``mmr_batch``: relevance = score
 min-max scaled within the pool, similarity = cosine of the packaged MiniLM's title + genre
 embeddings) picks 10 for every lambda. Relevance comes from ALS, not the deep ranker: ALS keeps the
 curve reproducible without a training run per seed (benchmarks/product_ml100k.py measures MMR on the
@@ -50,6 +50,21 @@ def ild(lists: pd.DataFrame, vecs: dict[str, np.ndarray]) -> float:
     return float(np.mean(values))
 
 
+def mmr_lists(lists: pd.DataFrame, unit: dict[str, np.ndarray], n: int, lam: float, pool: int) -> pd.DataFrame:
+    """(user_id, item_id, rank) that the nightly job's MMR (``diversity.pools`` + ``diversity.mmr_batch``) picks
+    from each user's scored rows (in item id order), every user's list in one batch."""
+    users, groups = zip(*lists.groupby("user_id", sort=True), strict=True)
+    chosen, rel = diversity.pools([g["score"].to_numpy() for g in groups], max(pool, n))
+    dim = len(next(iter(unit.values())))
+    vecs = np.zeros((len(groups), rel.shape[1], dim), dtype=np.float32)
+    for j, (g, c) in enumerate(zip(groups, chosen, strict=True)):
+        vecs[j, :len(c)] = [unit.get(i, np.zeros(dim, dtype=np.float32)) for i in g["item_id"].to_numpy()[c]]
+    picks = diversity.mmr_batch(rel, vecs @ vecs.transpose(0, 2, 1), np.array([len(c) for c in chosen]), n, lam)
+    out = [(u, r + 1, g["item_id"].to_numpy()[c[p]]) for u, g, c, row in zip(users, groups, chosen, picks, strict=True)
+           for r, p in enumerate(row) if p >= 0]
+    return pd.DataFrame(out, columns=["user_id", "rank", "item_id"])
+
+
 def one_seed(spark, settings, events, item_emb, genre_vecs, text_vecs, seed: int, pool: int) -> list[dict]:
     train, test = splits.random_split(events, 0.25, seed)
     pairs = als.strengths(train, settings.als, settings.clean.event_weights).cache()
@@ -66,9 +81,12 @@ def one_seed(spark, settings, events, item_emb, genre_vecs, text_vecs, seed: int
               .select("user_id", "item_id", F.col("x.scores").alias("score"))).localCheckpoint()
     test_pd = test.select("user_id", "item_id").toPandas()
     rows = []
+    lists = scored.toPandas().sort_values(["user_id", "item_id"])
+    emb = item_emb.toPandas()
+    unit = dict(zip(emb["item_id"], diversity.unit_rows(np.stack(emb["features"].to_numpy())), strict=True))
     for lam in LAMBDAS:
         t = time.monotonic()
-        picked = diversity.diversify(scored, item_emb, 10, lam, pool).select("user_id", "item_id", "rank").toPandas()
+        picked = mmr_lists(lists, unit, 10, lam, pool)
         seconds = time.monotonic() - t
         m = _ml100k.ndcg_of(spark, picked.assign(score=-picked["rank"].astype(float)), test_pd)
         rows.append({"seed": seed, "lambda": lam, "ndcg@10": m["ndcg"], "precision@10": m["precision"],

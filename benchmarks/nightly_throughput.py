@@ -76,7 +76,8 @@ def main() -> int:
             (work / f"measured-{i}.json").write_text(json.dumps(measured))
         text = log.read_text()
         done = float(re.search(r"\[recommend_nightly\] done in ([\d.]+)s", text).group(1))
-        cands = int(re.search(r"\[recommend_nightly\] candidates: ([\d,]+) rows", text).group(1).replace(",", ""))
+        found = re.search(r"\[recommend_nightly\] ranked lists: .*?candidates=([\d,]+)", text)
+        cands = int(found.group(1).replace(",", ""))
         written = re.search(r"write gold.recommendations: ([\d,]+) rows.*? users=([\d,]+) ranked_rows=([\d,]+)", text)
         users, ranked = (int(written.group(g).replace(",", "")) for g in (2, 3))
         steps = {m.group(1): float(m.group(2)) for m in re.finditer(r"\[recommend_nightly\] ([\w ]+?): .*?([\d.]+)s",

@@ -123,7 +123,7 @@ def test_splits(spark):
     assert before.agg(F.max("ts")).collect()[0][0] < after.agg(F.min("ts")).collect()[0][0]
 
 
-def test_mmr_trades_relevance_for_diversity(spark):
+def test_mmr_trades_relevance_for_diversity():
     from liverec import diversity
 
     # items a, b nearly parallel, c orthogonal; relevance a > b > c
@@ -132,16 +132,17 @@ def test_mmr_trades_relevance_for_diversity(spark):
     assert diversity.mmr_order(rel, vecs, 3, 1.0) == [0, 1, 2]
     assert diversity.mmr_order(rel, vecs, 3, 0.5) == [0, 2, 1]  # c: 0.25 - 0 beats b: 0.45 - 0.4975
     assert diversity.mmr_order(rel, vecs, 5, 0.5) == [0, 2, 1] and diversity.mmr_order(rel, vecs, 0, 0.5) == []
-    scored = spark.createDataFrame([("u", "a", 3.0), ("u", "b", 2.8), ("u", "c", 2.0), ("u", "d", -9.0),
-                                    ("w", "c", 1.0), ("w", "a", 0.5)], "user_id string, item_id string, score double")
-    item_vecs = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [0.995, 0.0998]), ("c", [0.0, 2.0])],
-                                      "item_id string, features array<double>")
-    got = {(r["user_id"], r["rank"]): r["item_id"] for r in
-           diversity.diversify(scored, item_vecs, 2, 0.5, 3).collect()}
-    # pool 3 leaves d out; u: a first, then c (diverse) over b; w: by score
-    assert got == {("u", 1): "a", ("u", 2): "c", ("w", 1): "c", ("w", 2): "a"}
-    by_score = {(r["user_id"], r["rank"]): r["item_id"] for r in diversity.diversify(scored, item_vecs, 2, 1.0, 3)
-                .collect()}
-    assert by_score[("u", 2)] == "b"
+    # a batch of lists at once, each as it would be alone: a shorter list runs out (-1), ties go to the earlier row
+    unit = diversity.unit_rows(np.array([[1.0, 0.0], [0.995, 0.0998], [0.0, 2.0]]))
+    np.testing.assert_allclose(unit[2], [0.0, 1.0])
+    sims = np.stack([unit @ unit.T, np.zeros((3, 3))])
+    picks = diversity.mmr_batch(np.array([rel, [0.5, 0.5, 0.0]]), sims, np.array([3, 2]), 3, 0.5)
+    assert picks.tolist() == [[0, 2, 1], [0, 1, -1]]
+    # pools: the best rows by score (ties: the earlier row), relevance min-max scaled within the pool
+    chosen, relevance = diversity.pools([np.array([-9.0, 2.0, 3.0, 2.0]), np.array([1.0, 1.0])], 3)
+    assert [c.tolist() for c in chosen] == [[2, 1, 3], [0, 1]]
+    np.testing.assert_allclose(relevance, [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     with pytest.raises(ValueError, match="mmr_lambda"):
-        diversity.diversify(scored, item_vecs, 2, 1.5, 3)
+        diversity.mmr_batch(relevance, np.zeros((2, 3, 3)), np.array([3, 2]), 2, 1.5)
+
+

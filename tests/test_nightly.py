@@ -87,14 +87,30 @@ def test_pipeline_ranks_with_the_champion(spark, demo_pipeline):
     f = features.features_from(spark, events, profile, uf, itf, ease_model, items, emb, social, settings,
                                id_key(settings))
     some = recs.select("user_id").distinct().orderBy("user_id").limit(5)
-    cands = candidates.generate(spark, f, some, nb, settings.recommend)
-    got = features.assemble(cands, f, settings.ranker.recent_items, settings.recommend.als_candidates,
-                            settings.recommend.ease_candidates)
-    got = got.join(recs.select("user_id", "item_id", "score"), ["user_id", "item_id"]).toPandas()
+    every = candidates.candidate_rows(f, some, nb, settings).toPandas()
     model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    every["expected"] = model.predict(pyfunc_frame(every))["score"].to_numpy()
+    got = every.merge(recs.select("user_id", "item_id", "score", "rank").toPandas(), on=["user_id", "item_id"])
     assert len(got) == 5 * settings.recommend.top_n
-    np.testing.assert_allclose(model.predict(pyfunc_frame(got))["score"].to_numpy(), got["score"].to_numpy(),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["expected"].to_numpy(), got["score"].to_numpy(), rtol=1e-5, atol=1e-5)
+    # the published lists are the slow path's: MLflow's predict over every candidate, then MMR as written out
+    # here (the pool's best by score, relevance min-max scaled, cosine of the unit text embeddings)
+    conf = settings.recommend
+    vec = {r["item_id"]: np.asarray(r["embedding"], dtype=np.float64) for r in emb.collect()}
+    for user, rows in every.groupby("user_id"):
+        pool = rows.sort_values(["expected", "item_id"], ascending=[False, True]).head(max(conf.mmr_pool,
+                                                                                          conf.top_n))
+        s = pool["expected"].to_numpy()
+        rel = (s - s.min()) / (s.max() - s.min())
+        unit = np.stack([vec[i] / np.linalg.norm(vec[i]) for i in pool["item_id"]])
+        picked, closest = [], np.zeros(len(pool))
+        for step in range(conf.top_n):
+            value = np.where(np.isin(np.arange(len(pool)), picked), -np.inf,
+                             rel if not step else conf.mmr_lambda * rel - (1 - conf.mmr_lambda) * closest)
+            picked.append(int(np.argmax(value)))
+            closest = np.maximum(closest, unit @ unit[picked[-1]])
+        published = got[got["user_id"] == user].sort_values("rank")["item_id"].tolist()
+        assert published == pool["item_id"].iloc[picked].tolist(), user
 
 
 def _numpy_ease_top(spark, settings, ds, users, n):

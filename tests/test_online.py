@@ -134,9 +134,7 @@ def test_online_features_equal_the_batch_features(spark, ml100k_pipeline, online
                                part(tables.ITEM_FACTORS), ease_model, catalog.latest_items(spark, settings, ds),
                                part(tables.ITEM_EMBEDDINGS), None, settings, id_key(settings))
     users = f.users.select("user_id").orderBy("user_id").limit(4)
-    cands = candidates.generate(spark, f, users, part(tables.ITEM_NEIGHBORS), settings.recommend)
-    batch = features.assemble(cands, f, settings.ranker.recent_items, settings.recommend.als_candidates,
-                              settings.recommend.ease_candidates).toPandas()
+    batch = candidates.candidate_rows(f, users, part(tables.ITEM_NEIGHBORS), settings).toPandas()
     assert len(batch) > 400
     for user, rows in batch.groupby("user_id"):
         req = online.Request(scorer.lookup_user(user)[0], [], None, 10)

@@ -54,9 +54,7 @@ def _examples(spark, settings, rows, items, emb, social):
     f = features.history_features(spark, history, items, emb, social, settings, key,
                                   str(settings.scratch_dir) + "/ckpt")
     users = held.select("user_id").distinct()
-    cands = candidates.generate(spark, f, users, None, settings.recommend)
-    out = features.assemble(ex.build_examples(cands, held, settings), f, settings.ranker.recent_items,
-                            settings.recommend.als_candidates, settings.recommend.ease_candidates)
+    out = ex.build_examples(candidates.candidate_rows(f, users, None, settings), held, settings)
     return {(r["user_id"], r["item_id"]): r for r in out.collect()}, history, held, cutoff
 
 

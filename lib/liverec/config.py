@@ -88,6 +88,7 @@ class RecommendSettings:
     neighbors_per_item: int
     category_candidates: int
     friend_candidates: int
+    list_batch_users: int
     mmr_lambda: float
     mmr_pool: int
     baseline: str

@@ -5,71 +5,59 @@ embeddings, ALS factors when there are none)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from pyspark.sql import DataFrame, Window
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
+
+
+def mmr_batch(relevance: np.ndarray, sims: np.ndarray, counts: np.ndarray, n: int, lam: float) -> np.ndarray:
+    """Maximal marginal relevance over a batch of lists at once: ``relevance`` (B, P) in [0, 1] (list b's rows are
+    its first ``counts[b]``), ``sims`` (B, P, P) the cosine between two rows of a list -> (B, min(n, P)) the rows
+    picked, in pick order, -1 once a list has run out. Each step takes, per list, the row maximising
+    ``lam * relevance - (1 - lam) * max cosine to the rows already picked`` (the first step: relevance alone);
+    ties go to the earlier row."""
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"recommend.mmr_lambda must be between 0 and 1, got {lam}")
+    b, p = relevance.shape
+    steps = min(n, p)
+    picks = np.full((b, steps), -1, dtype=np.int64)
+    closest = np.zeros((b, p))
+    free = np.arange(p)[None, :] < np.asarray(counts)[:, None]
+    rows = np.arange(b)
+    for step in range(steps):
+        value = lam * relevance - (1.0 - lam) * closest if step else relevance.astype(np.float64)
+        best = np.argmax(np.where(free, value, -np.inf), axis=1)
+        live = step < np.asarray(counts)
+        picks[live, step] = best[live]
+        free[rows[live], best[live]] = False
+        closest = np.maximum(closest, sims[rows, best])
+    return picks
 
 
 def mmr_order(relevance: np.ndarray, vectors: np.ndarray, n: int, lam: float) -> list[int]:
-    """Indices of ``n`` rows picked by maximal marginal relevance: each step takes the row maximising
-    ``lam * relevance - (1 - lam) * max cosine to the rows already picked``. relevance in [0, 1];
-    vectors unit length (a zero row is similar to nothing); ties go to the earlier row."""
+    """Indices of ``n`` rows of one list picked by ``mmr_batch``: relevance in [0, 1]; vectors unit length (a zero
+    row is similar to nothing)."""
     m = len(relevance)
-    n = min(n, m)
-    if n == 0:
+    if min(n, m) == 0:
         return []
     sims = vectors @ vectors.T if len(vectors) else np.zeros((m, m))
-    picked: list[int] = []
-    closest = np.full(m, 0.0)
-    free = np.ones(m, dtype=bool)
-    for step in range(n):
-        value = lam * relevance - (1.0 - lam) * closest if step else relevance.astype(np.float64)
-        value = np.where(free, value, -np.inf)
-        best = int(np.argmax(value))
-        picked.append(best)
-        free[best] = False
-        closest = np.maximum(closest, sims[best])
-    return picked
+    picked = mmr_batch(np.asarray(relevance, dtype=np.float64)[None, :], sims[None], np.array([m]), n, lam)[0]
+    return [int(x) for x in picked if x >= 0]
 
 
-
-def unit_vectors(item_vectors: DataFrame) -> tuple[dict[str, int], np.ndarray]:
-    """(item id -> row, unit-length float32 matrix) from (item_id, features): model-sized, via Arrow."""
-    pdf = item_vectors.select("item_id", "features").where(F.col("features").isNotNull()).toPandas()
-    if pdf.empty:
-        return {}, np.zeros((0, 1), dtype=np.float32)
-    mat = np.stack(pdf["features"].to_numpy()).astype(np.float32)
-    mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
-    return {str(i): n for n, i in enumerate(pdf["item_id"])}, mat
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length in float32 (a zero row stays zero): the vectors MMR compares."""
+    mat = np.asarray(matrix, dtype=np.float32)
+    return mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
 
 
-
-def diversify(scored: DataFrame, item_vectors: DataFrame, n: int, lam: float, pool: int) -> DataFrame:
-    """scored (user_id, item_id, score, ...) -> per user the ``n`` rows MMR picks from the ``pool`` best by
-    score, + ``rank`` (1..n in pick order). Relevance is the score min-max scaled within the pool."""
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"recommend.mmr_lambda must be between 0 and 1, got {lam}")
-    best = Window.partitionBy("user_id").orderBy(F.col("score").desc(), "item_id")
-    top = scored.withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= max(pool, n)).drop("_r")
-    index, matrix = unit_vectors(item_vectors)
-    shared = scored.sparkSession.sparkContext.broadcast((index, matrix))
-    schema = T.StructType([*top.schema.fields, T.StructField("rank", T.IntegerType())])
-
-    def pick(pdf: pd.DataFrame) -> pd.DataFrame:
-        ids, mat = shared.value
-        pdf = pdf.sort_values(["score", "item_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
-        s = pdf["score"].to_numpy(dtype=np.float64)
-        span = s.max() - s.min() if len(s) else 0.0
-        rel = (s - s.min()) / span if span > 0 else np.ones(len(s))
-        vecs = np.zeros((len(pdf), mat.shape[1]), dtype=np.float32)
-        for row, item in enumerate(pdf["item_id"]):
-            at = ids.get(str(item))
-            if at is not None:
-                vecs[row] = mat[at]
-        order = mmr_order(rel, vecs, n, lam)
-        out = pdf.iloc[order].copy()
-        out["rank"] = np.arange(1, len(order) + 1, dtype=np.int32)
-        return out
-
-    return top.groupBy("user_id").applyInPandas(pick, schema)
+def pools(scores: list[np.ndarray], size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per list, the positions of its ``size`` best rows by score (ties: the earlier row, i.e. the smaller item id
+    when the rows are in id order), best first; and their relevance, the score min-max scaled within the pool
+    (1 when all are equal), as a (lists, size) matrix padded with 0."""
+    chosen, rel = [], np.zeros((len(scores), max(size, 0)))
+    for j, s in enumerate(scores):
+        s = np.asarray(s, dtype=np.float64)
+        best = np.lexsort((np.arange(len(s)), -s))[:size]
+        chosen.append(best)
+        top = s[best]
+        span = top.max() - top.min() if len(top) else 0.0
+        rel[j, :len(best)] = (top - top.min()) / span if span > 0 else 1.0
+    return chosen, rel

@@ -1,22 +1,29 @@
-"""Every feature the ranker reads, defined once, in Spark: the training examples, the nightly job, the
-evaluation and the online bundle all compute them through this module.
+"""Every feature the ranker reads, defined once: the training examples, the nightly job, the evaluation and
+the online bundle all compute them through this module.
 
 ``history_features`` turns the events of a history (and the item catalogue, text embeddings and social
 edges, which carry no event time) into user and item aggregates, ALS factors and an EASE model fitted on
-that history alone, content vectors and the recent-item sequence; ``features_from`` does the same from
-what was already fitted on it (the gold tables of a ds). ``assemble`` joins them onto the candidate rows of
-``liverec.candidates`` and writes the dense vector in ``DENSE_FEATURES`` order.
+that history alone, content vectors and the recent-item sequence, in Spark; ``features_from`` does the same
+from what was already fitted on it (the gold tables of a ds). ``item_arrays`` gathers the catalogue-sized
+part (one row per item) as numpy arrays for the executors, and ``dense`` computes the ``DENSE_FEATURES`` of
+the candidate lists of a batch of users (``liverec.candidates``) from them, inside Spark's Arrow batches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from liverec import als, ease, profiles, vectors
-from liverec.config import Settings
+from liverec import als, ease, profiles
+from liverec.config import RecommendSettings, Settings
+
+if TYPE_CHECKING:
+    from liverec.candidates import Batch, Lists
 
 # the dense feature vector, in this order (the model standardises each with statistics from training)
 DENSE_FEATURES = (
@@ -40,8 +47,13 @@ DENSE_FEATURES = (
     "log_friend_count",  # log1p friends
     "log_friends_on_item",  # log1p friends who interacted with the item
 )
-# per-user statistics of a source's scores that the candidate rows carry (liverec.candidates fills them)
+# per-user statistics of a source's scores (liverec.candidates computes them with the lists): mean and standard
+# deviation over the user's unseen items, and the floor (the last listed score, an unlisted item's score)
 SCORE_STATS = ("als_mean", "als_std", "als_floor", "ease_mean", "ease_std", "ease_floor")
+# the user's and the item's own features, in DENSE_FEATURES' names (and the value of an item outside the history)
+USER_STATS = ("log_user_events", "log_user_items", "log_days_since_last", "log_friend_count")
+ITEM_STATS = ("log_item_users", "log_item_recent_users", "log_item_age_days", "item_unseen")
+ITEM_STATS_UNSEEN = (0.0, 0.0, 0.0, 1.0)
 
 
 @dataclass
@@ -139,38 +151,172 @@ def features_from(spark: SparkSession, history: DataFrame, prof: DataFrame, uf: 
                     prof.drop("ref"))
 
 
-def _z(score: F.Column, mean: str, std: str) -> F.Column:
-    return F.coalesce((score - F.col(mean)) / F.greatest(F.col(std), F.lit(1e-9)), F.lit(0.0))
 
 
-def assemble(cands: DataFrame, f: Features, recent_items: int, als_candidates: int, ease_candidates: int
-             ) -> DataFrame:
-    """Candidate rows (``liverec.candidates.generate``: user_id, item_id, als_rank, ease_rank, ease_score,
-    neighbor_similarity and SCORE_STATS, ...) -> the other columns + dense array<float> in DENSE_FEATURES
-    order and recent_items (newest first, at most ``recent_items``). Rows whose user has no history get none."""
-    cat_aff = F.aggregate(
-        F.transform(F.coalesce("categories", F.array().cast("array<string>")),
-                    lambda c: F.coalesce(F.col("category_affinity")[c], F.lit(0.0))), F.lit(0.0),
-        lambda acc, x: acc + x)
-    dot = F.when(F.col("user_factor").isNotNull() & F.col("item_factor").isNotNull(),
-                 vectors.dot("user_factor", "item_factor")).otherwise(F.col("als_floor"))
-    cos = F.when(F.col("content_vector").isNotNull() & F.col("embedding").isNotNull(),
-                 vectors.cosine("content_vector", "embedding")).otherwise(F.lit(0.0))
-    rows = (cands.join(f.users, "user_id").join(f.items, "item_id", "left")
-            .join(f.friends_on_item.select("user_id", "item_id", "n_friends"), ["user_id", "item_id"], "left")
-            .withColumn("als_z", _z(dot, "als_mean", "als_std"))
-            .withColumn("log_als_rank", F.log1p(F.coalesce("als_rank", F.lit(als_candidates + 1)).cast("double")))
-            .withColumn("ease_z", _z(F.coalesce("ease_score", "ease_floor"), "ease_mean", "ease_std"))
-            .withColumn("log_ease_rank", F.log1p(F.coalesce("ease_rank", F.lit(ease_candidates + 1)).cast("double")))
-            .withColumn("content_cosine", cos)
-            .withColumn("neighbor_similarity", F.coalesce("neighbor_similarity", F.lit(0.0)))
-            .withColumn("category_affinity", cat_aff)
-            .withColumn("log_friends_on_item", F.log1p(F.coalesce("n_friends", F.lit(0)))))
-    for c in ("log_item_users", "log_item_recent_users", "log_item_age_days"):
-        rows = rows.withColumn(c, F.coalesce(F.col(c), F.lit(0.0)))
-    rows = rows.withColumn("item_unseen", F.coalesce(F.col("item_unseen"), F.lit(1.0)))
-    dense = F.array(*[F.col(c).cast("float") for c in DENSE_FEATURES])
-    used = {"user_id", "item_id", "ease_score", "neighbor_similarity", *SCORE_STATS}
-    keep = [c for c in cands.columns if c not in used]
-    return rows.select("user_id", "item_id", *keep, dense.alias("dense"),
-                       F.slice("recent_items", 1, recent_items).alias("recent_items"))
+@dataclass
+class ItemArrays:
+    """The catalogue-sized side of the candidate lists and their features, one row per item (``ids`` sorted, so an
+    item's position orders like its id): built once on the driver (``item_arrays``) and broadcast to the
+    executors."""
+
+    ids: np.ndarray  # item ids (str), sorted
+    factors: np.ndarray  # (n, rank) float32 ALS factors of the features' fit, 0 where none
+    has_factor: np.ndarray  # bool
+    embeddings: np.ndarray  # (n, dim) float32 text embeddings, 0 where none
+    embedding_norm: np.ndarray  # (n,) float64
+    stats: np.ndarray  # (n, ITEM_STATS) float64 (ITEM_STATS_UNSEEN for an item outside the history)
+    categories: list[str]  # every category an item has, sorted
+    category_ptr: np.ndarray  # CSR over ``categories``: item i's are category_idx[category_ptr[i]:category_ptr[i + 1]]
+    category_idx: np.ndarray
+    popular_ptr: np.ndarray  # per category, its most popular recent items (the popular_category source), best first:
+    popular_items: np.ndarray  # popular_items[popular_ptr[c]:popular_ptr[c + 1]]
+    neighbors: np.ndarray  # (n, neighbors_per_item) int32 content neighbours by rank, -1 = none
+    neighbor_sim: np.ndarray  # (n, neighbors_per_item) float64 their cosine
+    ease_items: np.ndarray | None  # EASE model index -> item position (None without an EASE model)
+    ease_pos: np.ndarray | None  # item position -> EASE model index, -1 outside it
+    ease_weights: np.ndarray | None  # EASE's B over its own index
+
+    @property
+    def index(self) -> pd.Index:
+        return pd.Index(self.ids)
+
+    def positions(self, ids: np.ndarray | list) -> np.ndarray:
+        """Each id's position (int64), -1 for an id outside the catalogue."""
+        return self.index.get_indexer(pd.Index(np.asarray(ids, dtype=object).astype(str)))
+
+
+def _matrix(values: pd.Series, n: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, width) float32 rows from a column of arrays (None -> zeros), and which rows had one."""
+    out = np.zeros((n, width), dtype=np.float32)
+    present = np.array([v is not None for v in values], dtype=bool)
+    if present.any():
+        out[present] = np.stack([np.asarray(v, dtype=np.float32) for v in values[present]])
+    return out, present
+
+
+def item_arrays(f: Features, neighbors: DataFrame | None, conf: RecommendSettings) -> ItemArrays:
+    """The ``ItemArrays`` of a feature set: ``f.items`` (its statistics, categories, ALS factors and embeddings),
+    the best ``recommend.neighbors_per_item`` content neighbours of each item and the EASE model. Model-sized
+    (one row per item, EASE's n x n that ``ease.max_items`` bounds), collected through Arrow."""
+    rows = f.items.select("item_id", "categories", *ITEM_STATS, "item_factor", "embedding").toPandas()
+    k = max(conf.neighbors_per_item, 1)
+    if neighbors is not None and conf.neighbors_per_item > 0 and conf.neighbor_history > 0:
+        nb = neighbors.where(F.col("rank") <= conf.neighbors_per_item).select(
+            "item_id", "rank", "neighbor_id", "similarity").toPandas()
+    else:
+        nb = pd.DataFrame({"item_id": [], "rank": [], "neighbor_id": [], "similarity": []})
+    ease_ids = list(f.ease.item_ids) if f.ease is not None else []
+    ids = np.array(sorted(set(rows["item_id"].astype(str)) | set(nb["item_id"].astype(str))
+                          | set(nb["neighbor_id"].astype(str)) | set(map(str, ease_ids))), dtype=object)
+    n = len(ids)
+    index = pd.Index(ids)
+    at = index.get_indexer(rows["item_id"].astype(str))
+    rows = rows.iloc[np.argsort(at)].reset_index(drop=True)
+    at = np.sort(at)
+    stats = np.tile(np.asarray(ITEM_STATS_UNSEEN, dtype=np.float64), (n, 1))
+    stats[at] = rows[list(ITEM_STATS)].to_numpy(dtype=np.float64)
+    rank = next((len(v) for v in rows["item_factor"] if v is not None), 0)
+    fac, has = _matrix(rows["item_factor"], len(rows), max(rank, 1))
+    factors, has_factor = np.zeros((n, fac.shape[1]), dtype=np.float32), np.zeros(n, dtype=bool)
+    factors[at], has_factor[at] = fac, has
+    dim = next((len(v) for v in rows["embedding"] if v is not None), 0)
+    emb, _ = _matrix(rows["embedding"], len(rows), max(dim, 1))
+    embeddings = np.zeros((n, emb.shape[1]), dtype=np.float32)
+    embeddings[at] = emb
+
+    cats = [list(c) if c is not None else [] for c in rows["categories"]]
+    names = sorted({c for cs in cats for c in cs})
+    cat_index = {c: j for j, c in enumerate(names)}
+    per_item: list[list[int]] = [[] for _ in range(n)]
+    for pos, cs in zip(at, cats, strict=True):
+        per_item[pos] = [cat_index[c] for c in cs]  # duplicates kept: each counts, as in the Spark sum
+    lengths = np.array([len(c) for c in per_item], dtype=np.int64)
+    ptr = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    flat = np.fromiter((j for c in per_item for j in c), dtype=np.int32, count=int(ptr[-1]))
+
+    # popular_category: per category the items with an event in the history, by recent users, then users, then id
+    # (one entry per time the item lists the category)
+    owner = np.repeat(np.arange(n), lengths)
+    keep = stats[owner, 3] == 0
+    cat_of, item_of = flat[keep], owner[keep]
+    order = np.lexsort((item_of, -stats[item_of, 0], -stats[item_of, 1], cat_of))
+    cat_of, item_of = cat_of[order], item_of[order]
+    starts = np.searchsorted(cat_of, np.arange(len(names) + 1))
+    take = np.concatenate([np.arange(a, min(b, a + conf.category_candidates)) for a, b in
+                           zip(starts[:-1], starts[1:], strict=True)]) if len(names) else np.zeros(0, np.int64)
+    popular_items = item_of[take.astype(np.int64)].astype(np.int32)
+    popular_ptr = np.r_[0, np.cumsum(np.minimum(np.diff(starts), max(conf.category_candidates, 0)))].astype(np.int64)
+
+    neighbors_arr = np.full((n, k), -1, dtype=np.int32)
+    neighbor_sim = np.zeros((n, k), dtype=np.float64)
+    if len(nb):
+        a, b = index.get_indexer(nb["item_id"].astype(str)), index.get_indexer(nb["neighbor_id"].astype(str))
+        r = nb["rank"].to_numpy(dtype=np.int64) - 1
+        neighbors_arr[a, r] = b
+        neighbor_sim[a, r] = nb["similarity"].to_numpy(dtype=np.float64)
+    ease_items = ease_pos = weights = None
+    if f.ease is not None:
+        ease_items = index.get_indexer(pd.Index([str(i) for i in ease_ids])).astype(np.int32)
+        ease_pos = np.full(n, -1, dtype=np.int32)
+        ease_pos[ease_items] = np.arange(len(ease_items), dtype=np.int32)
+        weights = f.ease.weights
+    return ItemArrays(ids, factors, has_factor, embeddings,
+                      np.sqrt((embeddings.astype(np.float64) ** 2).sum(axis=1)), stats, names, ptr, flat,
+                      popular_ptr, popular_items, neighbors_arr, neighbor_sim, ease_items, ease_pos, weights)
+
+
+def _z(score: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(score - mean) / max(std, 1e-9), 0 where any of them is missing (NaN)."""
+    z = (score - mean) / np.maximum(std, 1e-9)
+    return np.where(np.isnan(z), 0.0, z)
+
+
+def dense(lists: Lists, batch: Batch, items: ItemArrays, als_candidates: int, ease_candidates: int) -> np.ndarray:
+    """The (rows, DENSE_FEATURES) float32 features of the candidate rows ``lists`` of the users ``batch``:
+
+    - als_z: the dot product of the user's and the item's ALS factors (float32 products summed in float64; the
+      user's ALS floor when either has none), as a z-score with the user's ALS mean and standard deviation;
+      log_als_rank: log1p of the rank in the user's ALS list, als_candidates + 1 beyond it;
+    - ease_z / log_ease_rank: the same with the item's listed EASE score (the floor when unlisted);
+    - content_cosine: cosine of the user's content vector and the item's text embedding (0 when either is
+      missing or zero); neighbor_similarity: the candidate's own (0 when no content neighbour);
+    - the item's ITEM_STATS and the user's USER_STATS;
+    - category_affinity: the user's affinity summed over the item's categories (each listing counts);
+    - log_friends_on_item: log1p of the user's friends who chose the item.
+    """
+    u, it = lists.user, lists.item
+    n = len(it)
+    out = np.zeros((n, len(DENSE_FEATURES)), dtype=np.float32)
+    col = {name: j for j, name in enumerate(DENSE_FEATURES)}
+    if n == 0:
+        return out
+    stats = lists.stats
+    both = batch.has_factor[u] & items.has_factor[it]
+    dot = stats["als_floor"][u].copy()
+    if both.any():
+        w = np.flatnonzero(both)
+        dot[w] = (batch.factor[u[w]] * items.factors[it[w]]).sum(axis=1, dtype=np.float64)
+    out[:, col["als_z"]] = _z(dot, stats["als_mean"][u], stats["als_std"][u])
+    out[:, col["log_als_rank"]] = np.log1p(np.where(lists.als_rank > 0, lists.als_rank, als_candidates + 1))
+    ease_score = np.where(np.isnan(lists.ease_score), stats["ease_floor"][u], lists.ease_score)
+    out[:, col["ease_z"]] = _z(ease_score, stats["ease_mean"][u], stats["ease_std"][u])
+    out[:, col["log_ease_rank"]] = np.log1p(np.where(lists.ease_rank > 0, lists.ease_rank, ease_candidates + 1))
+    cos = np.zeros(n, dtype=np.float64)
+    for b in np.flatnonzero(batch.content_norm > 0):  # one matrix-vector product per user over its candidates
+        a, e = lists.offsets[b], lists.offsets[b + 1]
+        rows = it[a:e]
+        dots = items.embeddings[rows] @ batch.content[b]
+        cos[a:e] = dots / np.maximum(batch.content_norm[b] * items.embedding_norm[rows], 1e-12)
+    out[:, col["content_cosine"]] = cos
+    out[:, col["neighbor_similarity"]] = np.where(np.isnan(lists.neighbor_similarity), 0.0, lists.neighbor_similarity)
+    for j, name in enumerate(ITEM_STATS):
+        out[:, col[name]] = items.stats[it, j]
+    for j, name in enumerate(USER_STATS):
+        out[:, col[name]] = batch.stats[u, j]
+    lengths = items.category_ptr[it + 1] - items.category_ptr[it]
+    owner = np.repeat(np.arange(n), lengths)
+    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cats = items.category_idx[np.repeat(items.category_ptr[it], lengths) + within]
+    out[:, col["category_affinity"]] = np.bincount(owner, weights=batch.affinity[u[owner], cats], minlength=n)
+    out[:, col["log_friends_on_item"]] = np.log1p(batch.friends_on(u, it, len(items.ids)))
+    return out

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from liverec.cleaning import pseudonymise_value
+from liverec.features import ITEM_STATS, USER_STATS
 
 KEY_CHECK_TEXT = "liverec-online-key-check"
 
@@ -62,8 +63,7 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
     for n, v in enumerate(item_rows["embedding"]):
         if v is not None:
             emb[n] = np.asarray(v, dtype=np.float32)
-    item_stats = item_rows[["log_item_users", "log_item_recent_users", "log_item_age_days", "item_unseen"]] \
-        .to_numpy(dtype=np.float32)
+    item_stats = item_rows[list(ITEM_STATS)].to_numpy(dtype=np.float32)
     popular = np.lexsort((np.arange(n_items), -item_stats[:, 0], -item_stats[:, 1]))[:oconf.candidates]
 
     # neighbours: the best neighbors_per_item of each item (-1 = none)
@@ -121,7 +121,6 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
 # seen items with their ALS strengths, friends' items, the nightly rows, the ALS factor and the newest event time
 USER_RECORD_FIELDS = ("stats", "content", "affinity", "recent", "seen", "strength", "friend_items", "friend_n",
                       "friend_of", "nightly", "nightly_reason", "factor", "as_of")
-USER_STATS = ("log_user_events", "log_user_items", "log_days_since_last", "log_friend_count")
 
 
 def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:

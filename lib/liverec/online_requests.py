@@ -46,7 +46,7 @@ class UserState:
     to the served catalogue's rows (items the catalogue lacks are dropped)."""
 
     user_id: str  # pseudonymised
-    stats: np.ndarray  # liverec.online_bundle.USER_STATS
+    stats: np.ndarray  # liverec.features.USER_STATS
     content: np.ndarray | None  # the profile's unit content vector
     affinity: dict[str, float]  # category shares
     recent: list[int]  # the profile's recent items, newest first

@@ -20,6 +20,7 @@ from liverec import candidates, fallback, features, scoring, splits
 from liverec.config import Settings
 from liverec.ease import EaseModel
 from liverec.errors import InputError
+from liverec.progress import Progress
 from liverec.ranker import examples as ex
 from liverec.registry import BASELINES, Champion
 
@@ -52,11 +53,9 @@ def make_examples(spark: SparkSession, events: DataFrame, items: DataFrame, item
                          "ranker.label_fraction or ranker.label_split)")
     f = features.history_features(spark, history, items, item_embeddings, social, settings, key, checkpoint_dir)
     users = held.select("user_id").distinct().join(f.users.select("user_id"), "user_id", "left_semi")
-    cands = candidates.generate(spark, f, users, neighbors, settings.recommend).localCheckpoint()
+    cands = candidates.candidate_rows(f, users, neighbors, settings).localCheckpoint()
     found = candidates.recall(cands, held)
-    labelled = ex.build_examples(cands, held, settings)
-    rows = features.assemble(labelled, f, conf.recent_items, settings.recommend.als_candidates,
-                             settings.recommend.ease_candidates)
+    rows = ex.build_examples(cands, held, settings)
     vocab = ex.vocabulary(f).localCheckpoint()
     rows = ex.with_indices(rows, vocab).withColumn("cutoff_ts", splits.timestamp(cutoff or 0.0)).localCheckpoint()
     per_split = {r["split"]: r["n"] for r in rows.where(F.col("label") > 0).groupBy("split")
@@ -93,7 +92,7 @@ def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: Dat
             ease_model: EaseModel | None, ease_run_id: str | None, item_embeddings: DataFrame | None,
             neighbors: DataFrame | None, social: DataFrame | None, settings: Settings, key: bytes,
             ranker: Champion | None, baseline: str, ds: str, note: str = "",
-            content_version: str = "content") -> Published:
+            content_version: str = "content", progress: Progress | None = None) -> Published:
     """gold.recommendations rows of ``users`` for ``ds``: ranked by ``ranker`` where it can (it needs ALS
     factors), the baseline chain for everyone else (``note`` is appended to its EASE / ALS model_version)."""
     conf = settings.recommend
@@ -101,7 +100,8 @@ def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: Dat
     rest, ranked_users, counts = users, None, {}
     if ranker is not None and user_factors is not None and item_factors is not None:
         ranked = scoring.ranked_nightly(spark, events, users, items, user_profiles, user_factors, item_factors,
-                                        ease_model, item_embeddings, neighbors, social, settings, key, ranker, ds)
+                                        ease_model, item_embeddings, neighbors, social, settings, key, ranker, ds,
+                                        progress)
         parts.append(ranked.rows)
         rest = users.join(ranked.users, "user_id", "left_anti")
         ranked_users, counts = ranked.users.count(), ranked.candidates

@@ -7,8 +7,10 @@ Per active user:
 2. features: ``liverec.features`` over everything up to ds and that ds's gold tables, the same code
    that built the ranker's training examples (no training/serving skew).
 3. scores: the ``@champion`` version of the registered ranker (an MLflow pyfunc), shipped to the
-   executors as a file and loaded once per Python worker, applied in ``mapInPandas``.
-4. diversity: maximal marginal relevance over the best ``mmr_pool`` candidates (``mmr_lambda`` 1 =
+   executors as a file and loaded once per Python worker, applied to one row per user (its candidates
+   as arrays) in ``mapInArrow``, one list per model call.
+4. diversity, in the same pass: maximal marginal relevance over the best ``mmr_pool`` candidates
+   (``mmr_lambda`` 1 =
    by score alone), with the cosine of the items' text embeddings (ALS factors when there are none).
 5. the top N, each with a reason naming what led to it (a history item, a friend, a category) and
    the ranker's version.
@@ -20,7 +22,6 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,11 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from liverec import candidates, features
 from liverec.config import Settings
-from liverec.diversity import diversify
 from liverec.ease import EaseModel
+from liverec.progress import Progress
 from liverec.reasons import with_reasons
 from liverec.registry import Champion
 
@@ -76,30 +76,97 @@ def ship_model(spark: SparkSession, model_uri: str, scratch: str, variant: str =
 
 
 
-def score(rows: DataFrame, archive: str, threads: int, variant: str) -> DataFrame:
-    """rows (item_id, recent_items, dense, ...) -> the same rows + ``score`` from the shipped model, with
-    ``threads`` torch / ONNX Runtime threads per Python worker (``ranker.score_threads``; 0 = their default)
-    and its ``variant`` (``ranker.scoring_variant``)."""
-    from liverec.ranker import compiled
+# what ``ranked_lists`` writes: each user's top N in rank order; the rank-1 row also says how many candidates the user
+# had, and how many each source found (SOURCES order; an item counts once per source that found it)
+LISTS_SCHEMA = ("user_id string, rank int, item_id string, score double, sources array<string>, source string, "
+                "via string, n_candidates int, by_source array<int>")
+
+
+def _list_scores(model: Any, inner: Any, vocab_idx: np.ndarray | None, items: np.ndarray, recent: list[str],
+                 dense: np.ndarray) -> np.ndarray:
+    """One user's candidate scores: a liverec ranker's ``score_rows`` (vocabulary indices, one list), any other
+    pyfunc through ``score_examples``."""
+    if vocab_idx is not None:
+        return inner.score_rows(vocab_idx, recent, dense)
     from liverec.ranker.pyfunc import score_examples
 
-    schema = T.StructType([*rows.schema.fields, T.StructField("score", T.DoubleType())])
+    frame = pd.DataFrame({"item_id": items, "recent_items": [recent] * len(items), "dense": list(dense)})
+    return score_examples(model, frame)
 
-    def apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+
+def ranked_lists(f: features.Features, users: DataFrame, neighbors: DataFrame | None, settings: Settings,
+                 archive: str, by_embedding: bool) -> DataFrame:
+    """LISTS_SCHEMA rows of ``users``: their candidates and features (``candidates.per_user``), scored by the
+    shipped model one user's list per call (``ranker.score_threads`` torch / ONNX Runtime threads per Python
+    worker, ``ranker.scoring_variant``), then the ``recommend.top_n`` that maximal marginal relevance picks
+    from the ``recommend.mmr_pool`` best, for the whole batch of users at once, by the cosine of the items'
+    text embeddings (``by_embedding``) or ALS factors. Only those rows leave the executor."""
+    from liverec import diversity
+    from liverec.ranker import compiled
+
+    conf, threads, variant = settings.recommend, settings.ranker.score_threads, settings.ranker.scoring_variant
+    if not 0.0 <= conf.mmr_lambda <= 1.0:
+        raise ValueError(f"recommend.mmr_lambda must be between 0 and 1, got {conf.mmr_lambda}")
+    n, size = conf.top_n, max(conf.mmr_pool, conf.top_n)
+
+    def setup(items: features.ItemArrays) -> tuple[Any, Any, np.ndarray | None, np.ndarray]:
         if threads > 0:
             import torch
 
             torch.set_num_threads(threads)
         model = _scorer(archive)
-        compiled.choose(model.unwrap_python_model(), variant, threads)
-        for pdf in batches:
-            if len(pdf):
-                pdf = pdf.assign(score=score_examples(model, pdf))
-            else:
-                pdf = pdf.assign(score=pd.Series(dtype=np.float64))
-            yield pdf
+        inner = model.unwrap_python_model()
+        compiled.choose(inner, variant, threads)
+        vocab = getattr(inner, "vocab", None) if hasattr(inner, "score_rows") else None
+        vocab_idx = None if vocab is None else np.array([vocab.get(i, 0) for i in items.ids], dtype=np.int64)
+        return model, inner, vocab_idx, diversity.unit_rows(items.embeddings if by_embedding else items.factors)
 
-    return rows.mapInPandas(apply, schema)
+    def emit(batch: candidates.Batch, lists: candidates.Lists, dense: np.ndarray, items: features.ItemArrays,
+             state: Any) -> Any:
+        import pyarrow as pa
+
+        model, inner, vocab_idx, unit = state
+        recent = batch.recent_ids.to_pylist()
+        users = [b for b in range(len(batch.user_ids)) if lists.offsets[b + 1] > lists.offsets[b]]
+        scores = []
+        for b in users:
+            a, e = lists.offsets[b], lists.offsets[b + 1]
+            scores.append(np.asarray(_list_scores(model, inner, None if vocab_idx is None else vocab_idx[lists.item[a:e]],
+                                                  items.ids[lists.item[a:e]], recent[b] or [], dense[a:e]),
+                                     dtype=np.float64))
+        chosen, rel = diversity.pools(scores, size)
+        counts = np.array([len(c) for c in chosen], dtype=np.int64)
+        vecs = np.zeros((len(users), size, unit.shape[1]), dtype=np.float32)
+        for j, (b, c) in enumerate(zip(users, chosen, strict=True)):
+            vecs[j, :len(c)] = unit[lists.item[lists.offsets[b] + c]]
+        picks = diversity.mmr_batch(rel, vecs @ vecs.transpose(0, 2, 1), counts, n, conf.mmr_lambda)
+        row, rank, score = [], [], []
+        for j, b in enumerate(users):
+            picked = chosen[j][picks[j][picks[j] >= 0]]
+            row.append(lists.offsets[b] + picked)
+            rank.append(np.arange(1, len(picked) + 1, dtype=np.int32))
+            score.append(scores[j][picked])
+        cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dtype=dt))  # noqa: E731
+        take, ranks = cat(row, np.int64), cat(rank, np.int32)
+        names, off = candidates.source_lists(lists.sources[take])
+        by_source = np.stack([np.bincount(lists.user, weights=(lists.sources >> p) & 1, minlength=len(batch.user_ids))
+                              for p in range(len(candidates.SOURCES))], axis=1).astype(np.int32)
+        per_user = np.diff(lists.offsets).astype(np.int32)
+        top = ranks == 1
+        owner = lists.user[take]
+        return pa.RecordBatch.from_arrays([
+            pa.array(batch.user_ids[owner], type=pa.string()), pa.array(ranks, type=pa.int32()),
+            pa.array(items.ids[lists.item[take]], type=pa.string()), pa.array(cat(score, np.float64)),
+            pa.ListArray.from_arrays(pa.array(off, type=pa.int32()), pa.array(names, type=pa.string())),
+            pa.array(lists.source_names()[take], type=pa.string()), pa.array(lists.via[take], type=pa.string()),
+            pa.array(per_user[owner], type=pa.int32(), mask=~top),
+            pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(np.where(top, len(candidates.SOURCES), 0))],
+                                              type=pa.int32()),
+                                     pa.array(by_source[owner[top]].reshape(-1), type=pa.int32()),
+                                     mask=pa.array(~top))],
+            names=[c.split(" ")[0] for c in LISTS_SCHEMA.split(", ")])
+
+    return candidates.per_user(f, users, neighbors, settings, emit, LISTS_SCHEMA, setup)
 
 
 @dataclass
@@ -112,25 +179,27 @@ class Ranked:
 def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, items: DataFrame,
                    user_profiles: DataFrame, user_factors: DataFrame, item_factors: DataFrame,
                    ease_model: EaseModel | None, item_embeddings: DataFrame | None, neighbors: DataFrame | None,
-                   social: DataFrame | None, settings: Settings, key: bytes, model: Champion, ds: str) -> Ranked:
+                   social: DataFrame | None, settings: Settings, key: bytes, model: Champion, ds: str,
+                   progress: Progress | None = None) -> Ranked:
     """The ranked recommendations of ``users`` (active users) for ``ds``; see the module doc. ``model`` may be
-    any logged ranker pyfunc (the evaluation ranks with one it has not registered)."""
+    any logged ranker pyfunc (the evaluation ranks with one it has not registered). With ``progress``, one
+    line per step (features, candidates, ranked lists) with its seconds: where the job's time goes."""
     conf = settings.recommend
     f = features.features_from(spark, events, user_profiles, user_factors, item_factors, ease_model, items,
                                item_embeddings, social, settings, key)
-    cands = candidates.generate(spark, f, users, neighbors, conf).localCheckpoint()
-    counts = {r["s"]: r["count"] for r in cands.select(F.explode("sources").alias("s")).groupBy("s").count().collect()}
-    rows = features.assemble(cands, f, settings.ranker.recent_items, conf.als_candidates, conf.ease_candidates)
+    if progress:
+        progress.step("features")
     archive = ship_model(spark, model.uri, os.path.join(settings.scratch_dir, "champion"),
                          settings.ranker.scoring_variant)
-    scored = score(rows.select("user_id", "item_id", "sources", "source", "via", "dense", "recent_items"), archive,
-                   settings.ranker.score_threads, settings.ranker.scoring_variant)
-    if item_embeddings is not None:
-        div_vectors = item_embeddings.select("item_id", F.col("embedding").alias("features"))
-    else:
-        div_vectors = item_factors.select("item_id", "features")
-    top = diversify(scored.drop("dense", "recent_items"), div_vectors, conf.top_n, conf.mmr_lambda,
-                    conf.mmr_pool).localCheckpoint()
+    lists = ranked_lists(f, users, neighbors, settings, archive, item_embeddings is not None).localCheckpoint()
+    firsts = lists.where(F.col("rank") == 1).agg(
+        F.count("*").alias("users"), F.sum("n_candidates").alias("rows"),
+        *[F.sum(F.col("by_source")[j]).alias(s) for j, s in enumerate(candidates.SOURCES)]).first()
+    counts = {s: int(firsts[s]) for s in candidates.SOURCES if firsts[s]}
+    if progress:  # rows: distinct (user, item) candidates; from_<source>: what each source found
+        progress.step("ranked lists", firsts["users"], candidates=int(firsts["rows"] or 0),
+                      **{f"from_{k}": v for k, v in sorted(counts.items())})
+    top = lists.drop("n_candidates", "by_source")
     out = with_reasons(top, f, user_profiles, items, item_factors, conf.reason_history_items)
     out = out.select("user_id", "rank", "item_id", "score", "reason", "source",
                      F.lit(model.run_id).cast("string").alias("model_run_id"),

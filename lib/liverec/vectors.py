@@ -50,6 +50,17 @@ def best_of(scores: np.ndarray, k: int) -> tuple[list[list[int]], list[list[floa
     return out_items, out_scores, mean, std
 
 
+def dot_top(users: np.ndarray, items: np.ndarray, valid: np.ndarray, seen: pd.Series, n: int
+            ) -> tuple[list[list[int]], list[list[float]], np.ndarray, np.ndarray]:
+    """``best_of`` the dot products of ``users`` (rows, float32) with ``items`` (float32, one row per column index),
+    only over ``valid`` columns and never a row's ``seen`` columns (``mask_seen``): the ALS lists of ``top_k`` and
+    of the nightly job's per-user lists (``liverec.candidates``)."""
+    scores = users @ items.T
+    scores[:, ~valid] = -np.inf
+    mask_seen(scores, seen)
+    return best_of(scores, n)
+
+
 def top_k(user_vectors: DataFrame, item_vectors: DataFrame, seen: DataFrame | None, n: int) -> DataFrame:
     """Top ``n`` items per user by dot product, never an item the user has seen.
 
@@ -83,10 +94,7 @@ def top_k(user_vectors: DataFrame, item_vectors: DataFrame, seen: DataFrame | No
             for start in range(0, len(pdf), SCORE_CHUNK):
                 part = pdf.iloc[start:start + SCORE_CHUNK]
                 u = np.stack(part["features"].to_numpy()).astype(np.float32)
-                scores = u @ items.T
-                scores[:, ~valid] = -np.inf
-                mask_seen(scores, part["seen"])
-                out_items, out_scores, mean, std = best_of(scores, n)
+                out_items, out_scores, mean, std = dot_top(u, items, valid, part["seen"], n)
                 yield pd.DataFrame({"user_idx": part["user_idx"].to_numpy(), "items": out_items,
                                     "scores": out_scores, "score_mean": mean, "score_std": std})
 

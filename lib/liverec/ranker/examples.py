@@ -32,7 +32,7 @@ def label_split(events: DataFrame, settings: Settings) -> tuple[DataFrame, DataF
 def build_examples(cands: DataFrame, labels: DataFrame, settings: Settings) -> DataFrame:
     """Labelled candidate rows (the candidate columns + label, split, n_labels) of the users with a label.
 
-    ``cands``: the candidate union of the history's users (``liverec.candidates.generate``), ``labels``: the
+    ``cands``: the candidate rows of the history's users (``liverec.candidates.candidate_rows``), ``labels``: the
     held-out (user_id, item_id) pairs. A candidate that is a held-out pair is a positive; users without a
     positive among their candidates give no example. ``ranker.validation_fraction`` of the users (by a hash)
     validate: all their candidates are kept, so the promotion gate can rank them as the nightly job would and

@@ -139,7 +139,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
 
 
 def score_examples(model: Any, rows: pd.DataFrame) -> np.ndarray:
-    """Scores of example rows (item_id, recent_items, dense array: what ``liverec.features.assemble`` writes) by a
+    """Scores of example rows (item_id, recent_items, dense array: what ``liverec.candidates.candidate_rows`` writes) by a
     loaded ranker pyfunc (or a ``RankerModel``). A liverec ranker scores them through its own ``score_arrays``:
     the rows come from the feature code, so MLflow's per-row input check, which costs ten times the model on
     the list column (benchmarks/results/ranker_scoring.md), is skipped; any other pyfunc goes through

@@ -85,10 +85,8 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     users = fallback.active_users(events, conf.active_days).cache()
     published = product.publish(spark, events, users, items, user_profiles, uf, itf, run_id, ease_model, ease_run,
                                 emb, neighbors, social(ctx), settings, cleaning.id_key(settings), champion,
-                                baseline, ds, note, f"content:{settings.embeddings.model}@{emb_ds}")
+                                baseline, ds, note, f"content:{settings.embeddings.model}@{emb_ds}", progress)
     if published.candidates:
-        progress.step("candidates", sum(published.candidates.values()),
-                      **{f"from_{k}": v for k, v in sorted(published.candidates.items())})
         mlflow.log_params({f"candidates.{k}": v for k, v in published.candidates.items()})
     version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, published.rows, {"ds": ds})
     written = lakehouse.read(spark, settings, tables.RECOMMENDATIONS, version).where(F.col("ds") == ds)
