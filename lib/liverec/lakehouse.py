@@ -90,17 +90,6 @@ def append(spark: SparkSession, settings: Settings, table: str, df: DataFrame,
     writer.save(tables.table_path(settings, table))
 
 
-def count_partition(spark: SparkSession, settings: Settings, table: str, partition: dict[str, str],
-                    version_: int | None = None, condition: str | None = None) -> int:
-    """Rows of ``partition`` (and of ``condition``, SQL, when given) in a version of the table."""
-    df = read(spark, settings, table, version_)
-    for key, value in partition.items():
-        df = df.where(F.col(key) == value)
-    if condition:
-        df = df.where(F.expr(condition))
-    return df.count()
-
-
 def latest_ds(spark: SparkSession, settings: Settings, table: str, ds: str) -> str | None:
     """The newest ds partition of ``table`` not after ``ds`` (None when there is none)."""
     if not exists(spark, settings, table):

@@ -103,10 +103,11 @@ def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: Dat
                                         ease_model, item_embeddings, neighbors, social, settings, key, ranker, ds,
                                         progress)
         parts.append(ranked.rows)
-        rest = users.join(ranked.users, "user_id", "left_anti")
+        rest = users.join(ranked.users, "user_id", "left_anti").localCheckpoint()
         ranked_users, counts = ranked.users.count(), ranked.candidates
-    parts.append(fallback.nightly(events, items, user_profiles, user_factors, item_factors, als_run_id, conf, ds,
-                                   item_embeddings, content_version, users=rest, als_version_note=note,
-                                   ease_model=ease_model, ease_run_id=ease_run_id, baseline=baseline))
+    if ranked_users is None or not rest.isEmpty():  # the baseline chain's jobs cost seconds even for no one
+        parts.append(fallback.nightly(events, items, user_profiles, user_factors, item_factors, als_run_id, conf, ds,
+                                       item_embeddings, content_version, users=rest, als_version_note=note,
+                                       ease_model=ease_model, ease_run_id=ease_run_id, baseline=baseline))
     rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
     return Published(rows, ranked_users, counts)

@@ -71,12 +71,27 @@ class Stage:
 
 # --------------------------------------------------------------------------- shared steps
 
-def written_rows(ctx: Context, table: str) -> int:
-    """Rows the last commit of ``table`` wrote, from Delta's own operation metrics (no extra scan)."""
+def written_rows(ctx: Context, table: str, version: int | None = None) -> int:
+    """Rows a commit of ``table`` wrote (``version``, default the last), from Delta's own operation metrics (no
+    scan of the data; another writer's later commits, the stream's appends say, do not get in the way)."""
     from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
 
-    last = DeltaTable.forPath(ctx.spark, tables.table_path(ctx.settings, table)).history(1).collect()[0]
-    return int((last["operationMetrics"] or {}).get("numOutputRows", 0))
+    from liverec import lakehouse
+
+    history = DeltaTable.forPath(ctx.spark, tables.table_path(ctx.settings, table))
+    if version is None:
+        commit = history.history(1).collect()[0]
+    else:
+        newest = lakehouse.version(ctx.spark, ctx.settings, table)
+        commit = history.history(int(newest) - version + 1).where(F.col("version") == version).collect()[0]
+    return int((commit["operationMetrics"] or {}).get("numOutputRows", 0))
+
+
+def committed_rows(ctx: Context, table: str, before: int | None, after: int | None) -> int:
+    """Rows a write that left ``table`` at version ``after`` (from ``before``) committed: its commit's metrics, 0 when
+    it made no commit (Delta commits nothing for an overwrite without rows)."""
+    return 0 if after is None or after == before else written_rows(ctx, table, after)
 
 
 def write(ctx: Context, table: str, df: DataFrame, partition: dict[str, str] | None = None,

@@ -8,7 +8,7 @@ from typing import Any
 
 from liverec import tables
 from liverec.errors import BalanceError, InputError
-from liverec.stages.base import NIGHTLY, Context, Stage, restore
+from liverec.stages.base import NIGHTLY, Context, Stage, committed_rows, restore
 
 
 def run_clean(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
@@ -56,8 +56,9 @@ def run_clean(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     classified.unpersist()
 
     # the committed versions must hold exactly what was counted; otherwise roll both back
-    got_silver = lakehouse.count_partition(spark, settings, tables.SILVER_EVENTS, partition, v_silver, batch_rows)
-    got_quar = lakehouse.count_partition(spark, settings, tables.SILVER_QUARANTINE, partition, v_quar, batch_rows)
+    # (Delta's commit metrics: the rows each commit wrote, without reading the tables again)
+    got_silver = committed_rows(ctx, tables.SILVER_EVENTS, before[tables.SILVER_EVENTS], v_silver)
+    got_quar = committed_rows(ctx, tables.SILVER_QUARANTINE, before[tables.SILVER_QUARANTINE], v_quar)
     if (got_silver, got_quar) != (kept, quarantined):
         restore(ctx, before)
         raise BalanceError(f"written rows silver {got_silver:,} / quarantine {got_quar:,} differ from counted "

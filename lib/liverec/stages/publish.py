@@ -15,6 +15,7 @@ from liverec.stages.base import (
     ONLINE_STORE,
     Context,
     Stage,
+    committed_rows,
     latest,
     latest_ease,
     latest_factors,
@@ -88,11 +89,20 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                                 baseline, ds, note, f"content:{settings.embeddings.model}@{emb_ds}", progress)
     if published.candidates:
         mlflow.log_params({f"candidates.{k}": v for k, v in published.candidates.items()})
-    version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, published.rows, {"ds": ds})
-    written = lakehouse.read(spark, settings, tables.RECOMMENDATIONS, version).where(F.col("ds") == ds)
-    by_source = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
-    ranked_rows = written.where(F.col("model_version").startswith(registry.RANKED_PREFIX)).count()
-    n_users = written.select("user_id").distinct().count()
+    # the day's rows (top_n per user) materialised once: counted here, then written, never read back
+    rows = published.rows.localCheckpoint()
+    counts = rows.groupBy("source").agg(
+        F.count("*").alias("rows"), F.sum(F.col("model_version").startswith(registry.RANKED_PREFIX).cast("long"))
+        .alias("ranked")).collect()
+    by_source = {r["source"]: r["rows"] for r in counts}
+    ranked_rows = sum(int(r["ranked"] or 0) for r in counts)
+    n_users = rows.select("user_id").distinct().count()
+    before = lakehouse.version(spark, settings, tables.RECOMMENDATIONS)
+    version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, rows, {"ds": ds})
+    written = committed_rows(ctx, tables.RECOMMENDATIONS, before, version)
+    if written != sum(by_source.values()):
+        raise RuntimeError(f"gold.recommendations version {version} wrote {written:,} rows, {sum(by_source.values()):,} "
+                           "were counted")
     progress.step("write gold.recommendations", sum(by_source.values()), version=version, users=n_users,
                   ranked_rows=ranked_rows, **{f"from_{k}": v for k, v in sorted(by_source.items())})
     users.unpersist()
