@@ -69,11 +69,14 @@ def ease_lists(spark: SparkSession, model: ease.EaseModel, seen: DataFrame, user
                     "via", "score_mean", "score_std"))
 
 
-def user_inputs(f: Features, users: DataFrame) -> DataFrame:
-    """USER_INPUTS: one row per user of ``users`` that has a profile in ``f`` (the others get no candidates)."""
+def user_inputs(f: Features, users: DataFrame, friend_candidates: int) -> DataFrame:
+    """USER_INPUTS: one row per user of ``users`` that has a profile in ``f`` (the others get no candidates). The
+    friends' items come best first (most friends, then item id), with one friend for the first
+    ``friend_candidates`` only: a friend's id is read for the friends source alone, the counts for every item."""
     seen = f.seen.groupBy("user_id").agg(F.collect_list("item_id").alias("seen"))
-    friends = f.friends_on_item.groupBy("user_id").agg(
-        F.collect_list(F.struct("item_id", "n_friends", "a_friend")).alias("fr"))
+    best = F.sort_array(F.collect_list(F.struct((-F.col("n_friends")).alias("neg"), "item_id", "a_friend")))
+    friends = (f.friends_on_item.groupBy("user_id").agg(best.alias("fr"))
+               .withColumn("fr_via", F.slice(F.col("fr.a_friend"), 1, max(friend_candidates, 1))))
     rows = (f.users.join(users.select("user_id").distinct(), "user_id", "left_semi")
             .join(f.profiles.select("user_id", "top_categories"), "user_id", "left")
             .join(seen, "user_id", "left").join(friends, "user_id", "left"))
@@ -82,8 +85,9 @@ def user_inputs(f: Features, users: DataFrame) -> DataFrame:
                        F.map_values("category_affinity").cast("array<double>").alias("aff_values"),
                        "recent_items", F.col("content_vector").cast("array<float>").alias("content_vector"),
                        F.col("user_factor").cast("array<float>").alias("user_factor"), "top_categories", "seen",
-                       F.col("fr.item_id").alias("friend_items"), F.col("fr.n_friends").cast("array<long>")
-                       .alias("friend_n"), F.col("fr.a_friend").alias("friend_via"))
+                       F.col("fr.item_id").alias("friend_items"),
+                       F.transform("fr", lambda x: -x["neg"]).cast("array<long>").alias("friend_n"),
+                       F.col("fr_via").alias("friend_via"))
 
 
 def _lists(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -125,10 +129,11 @@ class Batch:
     has_factor: np.ndarray  # (B,) bool
     top_categories: list[np.ndarray]  # favourite categories, best first, as category indices (-1 unknown)
     seen: list[np.ndarray]  # positions of the items in the user's history (those outside the catalogue left out)
-    friend_items: np.ndarray  # flat over the batch: friends' items (positions), how many friends, one of them
+    friend_items: np.ndarray  # flat over the batch: friends' items (positions), best first, and how many friends
     friend_n: np.ndarray
-    friend_via: np.ndarray
     friend_offsets: np.ndarray  # (B + 1,)
+    friend_via: np.ndarray  # one friend of each of the first (recommend.friend_candidates) items of a user
+    via_offsets: np.ndarray  # (B + 1,)
 
     def friends_on(self, user: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
         """How many friends of ``user[i]`` chose ``item[i]`` (0 when none), vectorised."""
@@ -171,7 +176,7 @@ def read_batch(rb: pa.RecordBatch, items: ItemArrays) -> Batch:
     cat_index = pd.Index(items.categories)
     fi, f_off = _lists(col["friend_items"])
     fn, _ = _lists(col["friend_n"])
-    fv, _ = _lists(col["friend_via"])
+    fv, v_off = _lists(col["friend_via"])
     return Batch(
         user_ids=col["user_id"].to_numpy(zero_copy_only=False), stats=stats, affinity=affinity,
         recent_ids=col["recent_items"], recent=positions("recent_items", items.positions), content=content,
@@ -179,7 +184,8 @@ def read_batch(rb: pa.RecordBatch, items: ItemArrays) -> Batch:
         top_categories=positions("top_categories", lambda x: cat_index.get_indexer(pd.Index(x.astype(str)))),
         seen=[s[s >= 0] for s in positions("seen", items.positions)],
         friend_items=items.positions(fi) if len(fi) else np.zeros(0, dtype=np.int64),
-        friend_n=np.asarray(fn, dtype=np.float64), friend_via=np.asarray(fv, dtype=object), friend_offsets=f_off)
+        friend_n=np.asarray(fn, dtype=np.float64), friend_offsets=f_off, friend_via=np.asarray(fv, dtype=object),
+        via_offsets=v_off)
 
 
 @dataclass
@@ -294,14 +300,14 @@ def union(batch: Batch, items: ItemArrays, conf: RecommendSettings) -> Lists:
                 pop = items.popular_items[items.popular_ptr[c]:items.popular_ptr[c + 1]]
                 parts.append(_part(np.full(len(pop), b), pop, "popular_category", cp * 1000 + np.arange(1, len(pop) + 1),
                                    np.full(len(pop), items.categories[c], dtype=object)))
-    if conf.friend_candidates > 0 and len(batch.friend_items):
-        for b in range(n_users):
-            a, e = batch.friend_offsets[b], batch.friend_offsets[b + 1]
-            fi, fn, fv = batch.friend_items[a:e], batch.friend_n[a:e], batch.friend_via[a:e]
-            known = fi >= 0
-            fi, fn, fv = fi[known], fn[known], fv[known]
-            best = np.lexsort((fi, -fn))[:conf.friend_candidates]
-            parts.append(_part(np.full(len(best), b), fi[best], "friends", np.arange(1, len(best) + 1), fv[best]))
+    if conf.friend_candidates > 0 and len(batch.friend_items):  # the first friend_candidates of each user's list
+        take = np.minimum(np.diff(batch.friend_offsets), conf.friend_candidates)
+        owner = np.repeat(np.arange(n_users), take)
+        within = np.arange(int(take.sum())) - np.repeat(np.cumsum(take) - take, take)
+        item = batch.friend_items[batch.friend_offsets[owner] + within]
+        via = batch.friend_via[batch.via_offsets[owner] + within]
+        known = item >= 0
+        parts.append(_part(owner[known], item[known], "friends", within[known] + 1, via[known]))
     rows = {k: np.concatenate([p[k] for p in parts]) for k in _FIELDS} if parts else _part([], [], "als", [], [])
     # seen items never come back
     seen_keys = np.concatenate([b * n_items + s for b, s in enumerate(batch.seen)] + [np.zeros(0, np.int64)])
@@ -359,7 +365,7 @@ def per_user(f: Features, users: DataFrame, neighbors: DataFrame | None, setting
                 dense = features.dense(lists, batch, arrays, conf.als_candidates, conf.ease_candidates)
                 yield emit(batch, lists, dense, arrays, state)
 
-    return user_inputs(f, users).mapInArrow(apply, schema)
+    return user_inputs(f, users, conf.friend_candidates).mapInArrow(apply, schema)
 
 
 def candidate_rows(f: Features, users: DataFrame, neighbors: DataFrame | None, settings: Settings) -> DataFrame:
