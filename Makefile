@@ -92,6 +92,9 @@ benchmark: setup scratch
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python product_ml100k.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python mmr_ml100k.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python nightly_throughput.py
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python nightly_scale.py --sizes 100k 1m
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python nightly_scale.py --sizes 20m --champion-from 1m --label 20m
+	cd benchmarks && $(RUN_ENV) ../$(BIN)/python als_vs_implicit.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python ranker_scoring.py
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python online_latency.py --prepare
 	cd benchmarks && $(RUN_ENV) ../$(BIN)/python stream_freshness.py

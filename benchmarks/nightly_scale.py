@@ -12,8 +12,14 @@ process's start and the training stages left out), beside the whole process's wa
 summed RSS of its process tree (driver JVM + Python workers). recommend_nightly's users/s is its active
 users over its own seconds, with its step lines (read inputs, features, candidates, ranked lists, write).
 
-``--reuse`` keeps an earlier run's tables and champion and reruns ``--nightly-only`` stages
-(recommend_nightly, publish_online) on them: a change to the nightly path measured on the same inputs.
+``--reuse`` keeps an earlier run's tables and champion and reruns the serving stages (recommend_nightly,
+publish_online) on them: a change to the nightly path measured on the same inputs. ``--champion-from SIZE``
+skips the weekly training: the registry (MLflow store and artifacts) of an earlier run of SIZE is copied in,
+so its champion ranks this size's users (items it never saw score as unknown ones; for throughput, not
+quality: the 20M log is otherwise a day and more of ranker training on 2 cores). ``--resume`` continues a run
+that was cut off (a machine restart): the stages with no "done in" line in its pipeline.log, or the ones
+``--rerun`` names, run in a new process on its tables (appending pipeline-resume.log); the other stages'
+seconds come from the first log, the process figures (wall time, peak memory) from the new process only.
 
 Writes benchmarks/results/nightly_scale[_<label>].{json,md}.
 """
@@ -50,6 +56,21 @@ def stage_lines(log: str) -> tuple[dict[str, float], dict[str, float]]:
     return done, steps
 
 
+def copy_registry(source: Path, work: Path) -> None:
+    """The MLflow store and artifacts of another run, its paths pointed at ``work``."""
+    import sqlite3
+
+    shutil.copy(source / "mlflow.db", work / "mlflow.db")
+    shutil.copytree(source / "mlartifacts", work / "mlartifacts")
+    with sqlite3.connect(work / "mlflow.db") as con:
+        for table, col in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                           ("model_versions", "source"), ("model_versions", "storage_location")):
+            try:
+                con.execute(f"update {table} set {col} = replace({col}, ?, ?)", (str(source), str(work)))
+            except sqlite3.OperationalError:
+                pass
+
+
 def one_size(name: str, args: argparse.Namespace) -> dict:
     events, users, items = SIZES[name]
     work = REPO / ".liverec" / f"bench-scale-{name}"
@@ -59,22 +80,36 @@ def one_size(name: str, args: argparse.Namespace) -> dict:
               "--set", f"spark.shuffle_partitions={max(partitions * 2, 8)}", "--set", "recommend.active_days=100000",
               *[x for kv in args.set for x in ("--set", kv)], "--ds", DS]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    out: dict = {"events": events, "users": users, "items": items}
+    out: dict = {"events": events, "users": users, "items": items, "champion_from": args.champion_from}
+    planned = (*NIGHTLY, *SERVING) if args.champion_from else (*NIGHTLY, *TRAINING, *SERVING)
+    earlier = ""
     if args.reuse:
         stages = SERVING
         log = work / f"pipeline-{args.label or 'rerun'}.log"
+    elif args.resume:
+        earlier = (work / "pipeline.log").read_text()
+        finished, _ = stage_lines(earlier)
+        stages = tuple(s for s in planned if s not in finished or s in args.rerun)
+        log = work / "pipeline-resume.log"
+        out["resumed"] = list(stages)
     else:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
+        if args.champion_from:
+            copy_registry(REPO / ".liverec" / f"bench-scale-{args.champion_from}", work)
         out["generate"] = run_measured([liverec, "generate", *common, "--events", str(events), "--users", str(users),
                                         "--items", str(items)], env, work / "generate.log")
         print(f"{name}: generate {out['generate']['seconds']:.0f}s", flush=True)
-        stages = (*NIGHTLY, *TRAINING, *SERVING)
+        stages = planned
         log = work / "pipeline.log"
     run = run_measured([liverec, "pipeline", *common, "--source", "demo", "--stages", ",".join(stages)], env, log)
-    text = log.read_text()
-    done, steps = stage_lines(text)
+    done, steps = stage_lines(earlier)
+    later, later_steps = stage_lines(log.read_text())
+    done, steps = {**done, **later}, {**steps, **later_steps}
+    text = earlier + log.read_text()
+    if args.resume:
+        stages = planned
     written = re.search(r"^\[recommend_nightly\] write gold.recommendations: ([\d,]+) rows.*? users=([\d,]+) "
                         r"ranked_rows=([\d,]+)", text, re.M)
     cands = re.search(r"^\[recommend_nightly\] ranked lists: .*?candidates=([\d,]+)", text, re.M)
@@ -97,6 +132,11 @@ def main() -> int:
     ap.add_argument("--driver-memory", default="12g")
     ap.add_argument("--reuse", action="store_true", help="rerun recommend_nightly and publish_online on the tables "
                                                          "and champion an earlier run of the same size left")
+    ap.add_argument("--champion-from", choices=tuple(SIZES), help="rank with the champion of an earlier run of this "
+                                                                     "size instead of training one")
+    ap.add_argument("--resume", action="store_true", help="continue a run of these sizes that was cut off: the "
+                                                          "stages its pipeline.log has not finished")
+    ap.add_argument("--rerun", nargs="*", default=[], help="with --resume: stages to run again though finished")
     ap.add_argument("--set", action="append", default=[], help="extra conf override for every run")
     args = ap.parse_args()
     results = {name: one_size(name, args) for name in args.sizes}
@@ -121,6 +161,11 @@ def main() -> int:
             ("**recommend_nightly users/s**", lambda r: f"**{r['users_per_s']:.1f}**")]
     for label, fmt in rows:
         lines.append(f"| {label} | " + " | ".join(fmt(r) for r in results.values()) + " |")
+    for n, r in results.items():
+        if r.get("resumed"):
+            lines += ["", f"{n}: a run cut off and resumed (`--resume`): {', '.join(r['resumed'])} ran in the second "
+                          "process, whose wall time and peak memory are the ones above; the other stages' seconds come "
+                          "from the first process's log."]
     steps = sorted({k for r in results.values() for k in r["recommend_steps"]},
                    key=lambda k: next(list(r["recommend_steps"]).index(k) for r in results.values()
                                       if k in r["recommend_steps"]))
