@@ -6,9 +6,9 @@
 A generated demo log (6k users) goes through every stage up to a champion ranker (ranker.epochs=2,
 quality is not the point here), each as its own `liverec run` process; then recommend_nightly is run
 ``--repeat`` times on the same inputs (a rerun replaces the date) and timed: the job's own
-"done in" seconds (Spark session up, inputs read, candidates, features, champion scoring in
-mapInPandas, MMR, reasons, Delta write) and the process's wall time and peak RSS (JVM start
-included). Candidates per user come from the job's own progress line.
+"done in" seconds (Spark session up, inputs read, features, the per-user pass in mapInArrow:
+candidates, dense features, champion scoring and MMR; reasons, Delta write) and the process's wall time
+and peak RSS (JVM start included). Candidates per user come from the job's own progress line.
 
 Writes benchmarks/results/nightly_throughput.{json,md}.
 """
