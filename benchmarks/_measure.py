@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sqlite3
 import subprocess
 import threading
 import time
@@ -71,3 +72,15 @@ def write_results(name: str, payload: dict, lines: list[str]) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def relocate_registry(db: Path, source: Path, work: Path) -> None:
+    """Point an MLflow SQLite store copied from ``source`` at its new folder ``work`` (artifact locations, run and
+    model-version sources hold absolute paths)."""
+    with sqlite3.connect(db) as con:
+        for table, col in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                           ("model_versions", "source"), ("model_versions", "storage_location")):
+            try:
+                con.execute(f"update {table} set {col} = replace({col}, ?, ?)", (str(source), str(work)))
+            except sqlite3.OperationalError:  # a column an older MLflow schema does not have
+                pass

@@ -35,7 +35,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from _measure import isolated_args, machine, run_measured, write_results
+from _measure import isolated_args, machine, relocate_registry, run_measured, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DS = "2026-11-02"
@@ -58,17 +58,9 @@ def stage_lines(log: str) -> tuple[dict[str, float], dict[str, float]]:
 
 def copy_registry(source: Path, work: Path) -> None:
     """The MLflow store and artifacts of another run, its paths pointed at ``work``."""
-    import sqlite3
-
     shutil.copy(source / "mlflow.db", work / "mlflow.db")
     shutil.copytree(source / "mlartifacts", work / "mlartifacts")
-    with sqlite3.connect(work / "mlflow.db") as con:
-        for table, col in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                           ("model_versions", "source"), ("model_versions", "storage_location")):
-            try:
-                con.execute(f"update {table} set {col} = replace({col}, ?, ?)", (str(source), str(work)))
-            except sqlite3.OperationalError:
-                pass
+    relocate_registry(work / "mlflow.db", source, work)
 
 
 def one_size(name: str, args: argparse.Namespace) -> dict:

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _measure import RESULTS, isolated_args, machine, run_measured, write_results
+from _measure import RESULTS, isolated_args, machine, relocate_registry, run_measured, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DS = "2024-01-15"
@@ -112,16 +112,7 @@ def one_seed(args: argparse.Namespace, rows: np.ndarray, seed: int) -> dict:
         if work.exists():
             shutil.rmtree(work)
         shutil.copytree(source, work)
-        db = work / "mlflow.db"
-        import sqlite3
-
-        with sqlite3.connect(db) as con:  # artifact locations point at the source run's folder
-            for table, col in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                               ("model_versions", "source"), ("model_versions", "storage_location")):
-                try:
-                    con.execute(f"update {table} set {col} = replace({col}, ?, ?)", (str(source), str(work)))
-                except sqlite3.OperationalError:
-                    pass
+        relocate_registry(work / "mlflow.db", source, work)
     if args.from_label or not (args.reuse and (lakehouse / "gold" / "recommendations").exists()):
         if not args.from_label:
             if work.exists():

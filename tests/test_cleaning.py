@@ -79,6 +79,29 @@ def test_duplicates_by_event_id_and_by_content(spark, conf):
     assert [got[i][0] for i in range(5)] == ["ok", "duplicate", "ok", "duplicate", "ok"]
 
 
+def test_the_first_valid_copy_is_kept_by_row_id_then_source(spark, conf):
+    # three copies of e1: the lowest row_id is invalid (quarantined, not a duplicate), so the next one is kept;
+    # two copies of e2 share a row_id in two sources: the source that sorts first is kept
+    rows = [ok(event_id="e1", user_id=None), ok(event_id="e1"), ok(event_id="e1", item_id="x"), ok(event_id="e2")]
+    df = bronze(spark, rows)
+    twin = df.where(F.col("row_id") == 3).withColumn("source", F.lit("a-first"))
+    out = cleaning.classify(df.unionByName(twin), conf, DS, None)
+    got = {(r["row_id"], r["source"]): (r["_status"], r["_reason"]) for r in out.collect()}
+    assert got == {(0, "test"): ("quarantine", "missing_user_id"), (1, "test"): ("ok", None),
+                   (2, "test"): ("duplicate", None), (3, "a-first"): ("ok", None), (3, "test"): ("duplicate", None)}
+
+
+def test_bot_daily_rule_sums_the_minutes_of_a_day(spark, settings_factory):
+    # 4 actions in each of 3 minutes = 12 a day: over 10 flags the user; 10 in 3 minutes (4 + 4 + 2) does not
+    s = settings_factory("clean.bot_max_actions_per_day=10")
+    t0 = 1710000000 - 1710000000 % 86400 + 3600
+    busy = [ok(user_id="busy", item_id=f"i{m}{k}", ts=str(t0 + 60 * m + k)) for m in range(3) for k in range(4)]
+    calm = [ok(user_id="calm", item_id=f"i{k}", ts=str(t0 + 60 * (k // 4) + k % 4)) for k in range(10)]
+    got = classify(spark, s, busy + calm)
+    assert [got[i] for i in range(12)] == [("quarantine", "bot_user")] * 12
+    assert [got[i] for i in range(12, 22)] == [("ok", None)] * 10
+
+
 def test_duplicates_of_rows_kept_on_other_dates(spark, conf):
     others = spark.createDataFrame([("e9",)], "event_id string")
     got = classify(spark, conf, [ok(event_id="e9"), ok(event_id="e10")], others)

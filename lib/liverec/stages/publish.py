@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from liverec import tables
-from liverec.errors import InputError
+from liverec.errors import BalanceError, InputError
 from liverec.stages.base import (
     CHAMPION,
     NIGHTLY,
@@ -22,6 +22,7 @@ from liverec.stages.base import (
     log_conf,
     require_latest,
     require_silver,
+    restore,
     social,
 )
 
@@ -100,9 +101,10 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     before = lakehouse.version(spark, settings, tables.RECOMMENDATIONS)
     version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, rows, {"ds": ds})
     written = committed_rows(ctx, tables.RECOMMENDATIONS, before, version)
-    if written != sum(by_source.values()):
-        raise RuntimeError(f"gold.recommendations version {version} wrote {written:,} rows, {sum(by_source.values()):,} "
-                           "were counted")
+    if written != sum(by_source.values()):  # as clean does: the table goes back, nothing half-published stays
+        restore(ctx, {tables.RECOMMENDATIONS: before})
+        raise BalanceError(f"gold.recommendations version {version} wrote {written:,} rows, "
+                           f"{sum(by_source.values()):,} were counted: the table is restored to version {before}")
     progress.step("write gold.recommendations", sum(by_source.values()), version=version, users=n_users,
                   ranked_rows=ranked_rows, **{f"from_{k}": v for k, v in sorted(by_source.items())})
     users.unpersist()
