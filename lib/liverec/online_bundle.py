@@ -130,7 +130,7 @@ def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
     items, the nightly rows in rank order and the user's newest event time (stream events after it are new)."""
     from pyspark.sql import functions as F
 
-    from liverec import als, catalog
+    from liverec import als, candidates, catalog
 
     conf = settings.recommend
     strengths = als.strengths(catalog.within_days(events, settings.als.window_days), settings.als,
@@ -138,10 +138,10 @@ def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
     seen = (f.seen.join(strengths, ["user_id", "item_id"], "left")
             .groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct(
                 "item_id", F.coalesce("strength", F.lit(0.0)).alias("strength")))).alias("_seen")))
-    # best friends' items first: most friends, then item id (sort_array on the negated count)
-    friends = (f.friends_on_item.groupBy("user_id").agg(F.slice(F.sort_array(F.collect_list(F.struct(
-        (-F.col("n_friends")).alias("neg"), "item_id", "n_friends", "a_friend"))), 1, max(conf.friend_candidates, 1))
-        .alias("_friends"))).where(F.lit(conf.friend_candidates > 0))
+    # best friends' items first, in the friends source's own order
+    friends = (f.friends_on_item.groupBy("user_id").agg(F.slice(candidates.friends_best_first("n_friends", "a_friend"),
+                                                                 1, max(conf.friend_candidates, 1)).alias("_friends"))
+               .where(F.lit(conf.friend_candidates > 0)))
     rows = (nightly.groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct("rank", "item_id", "reason")))
                                            .alias("_nightly")))
     last = events.groupBy("user_id").agg(F.max("ts").cast("double").alias("as_of"))
