@@ -203,8 +203,7 @@ def in_process(work: Path, bodies: list[bytes], store_url: str) -> dict[str, flo
         score.append(time.perf_counter() - t1)
         parse.append(t1 - t0)
         _, banned = scorer.seen(req)
-        _, top = scorer.als_top(scorer.user_vector(req), banned)
-        cands.append(len(scorer.candidates(req, top, banned)[0]))
+        cands.append(len(scorer.candidates(req, scorer.als_top(scorer.user_vector(req), banned).top, banned)[0]))
     total = (np.array(parse) + np.array(score)) * 1e3
     return {"p50_ms": float(np.percentile(total, 50)), "p99_ms": float(np.percentile(total, 99)),
             "parse_and_store_read_p50_ms": float(np.percentile(np.array(parse) * 1e3, 50)),

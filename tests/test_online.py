@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from liverec import lakehouse, online, tables, tracking
 from liverec.cleaning import pseudonymise_value
-from tests.conftest import REPO, cli_args, job_env
+from tests.conftest import REPO, assert_online_features_equal_the_batch, cli_args, job_env
 
 pytestmark = pytest.mark.slow
 
@@ -114,39 +114,14 @@ def test_a_known_users_list_changes_with_the_session(spark, ml100k_pipeline, onl
 
 
 def test_online_features_equal_the_batch_features(spark, ml100k_pipeline, online_model):
-    """One definition of the features: for known users without a session, the online scorer's dense features of
-    the nightly candidates, from the user's record in the online store, are the batch ones (liverec.features over
-    the same gold tables), every one of them (the ALS ones from the stored nightly factor)."""
-    from liverec import candidates, catalog, features
-    from liverec.cleaning import id_key
-    from liverec.features import DENSE_FEATURES
-    from liverec.stages.base import Context, latest_ease
-
-    settings, ds = ml100k_pipeline, "2024-01-15"
-    scorer = online_model.unwrap_python_model().scorer
-
-    def part(table):
-        return lakehouse.read(spark, settings, table).where(F.col("ds") == ds)
-
-    events = catalog.events_until(spark, settings, ds)
-    ease_model, _, _ = latest_ease(Context(spark, settings, ds, None))
-    f = features.features_from(spark, events, part(tables.USER_PROFILES), part(tables.USER_FACTORS),
-                               part(tables.ITEM_FACTORS), ease_model, catalog.latest_items(spark, settings, ds),
-                               part(tables.ITEM_EMBEDDINGS), None, settings, id_key(settings))
-    users = f.users.select("user_id").orderBy("user_id").limit(4)
-    batch = candidates.candidate_rows(f, users, part(tables.ITEM_NEIGHBORS), settings).toPandas()
-    assert len(batch) > 400
-    for user, rows in batch.groupby("user_id"):
-        req = online.Request(scorer.lookup_user(user)[0], [], None, 10)
-        history, banned = scorer.seen(req)
-        als, top = scorer.als_top(scorer.user_vector(req), banned)
-        ease, ease_top = scorer.ease_top(req, history, banned)
-        cands_idx = [scorer.index[i] for i in rows["item_id"]]
-        dense, recent = scorer.features(req, cands_idx, als, top, history, banned, ease, ease_top)
-        want = np.stack(rows["dense"].to_numpy())
-        for j, c in enumerate(DENSE_FEATURES):
-            np.testing.assert_allclose(dense[:, j], want[:, j], rtol=1e-4, atol=1e-4, err_msg=c)
-        assert recent[:len(rows["recent_items"].iloc[0])] == list(rows["recent_items"].iloc[0])
+    """One definition of the features (conftest's assert_online_features_equal_the_batch), on 4 users' nightly
+    candidates; the friends' feature on FilmTrust (tests/test_real_data.py)."""
+    ds = "2024-01-15"
+    users = (lakehouse.read(spark, ml100k_pipeline, tables.USER_PROFILES).where(F.col("ds") == ds)
+             .select("user_id").orderBy("user_id").limit(4))
+    rows = assert_online_features_equal_the_batch(spark, ml100k_pipeline, ds, online_model.unwrap_python_model().scorer,
+                                                  users)
+    assert len(rows) > 400 and rows["user_id"].nunique() == 4
 
 
 def _free_port() -> int:

@@ -15,8 +15,9 @@ from pyspark.sql import functions as F
 
 from liverec import lakehouse, tables, tracking
 from liverec.cli import main
+from liverec.features import DENSE_FEATURES
 from liverec.readers import RETAIL_PRODUCT_CODE
-from tests.conftest import LIGHT_CANDIDATES, cli_args, shared
+from tests.conftest import LIGHT_CANDIDATES, assert_online_features_equal_the_batch, cli_args, shared
 
 DS = "2024-01-15"
 
@@ -141,13 +142,18 @@ def _published(spark, settings):
     return recs, per_user.count()
 
 
-def _online_answer(settings, raw_user, k=5):
+def _online_model(settings):
     import mlflow
-    import pandas as pd
 
     with tracking.caller_environment_kept():
         mlflow.set_tracking_uri(settings.tracking_uri())
-        model = mlflow.pyfunc.load_model(f"models:/{settings.online.registered_model}@{settings.online.alias}")
+        return mlflow.pyfunc.load_model(f"models:/{settings.online.registered_model}@{settings.online.alias}")
+
+
+def _online_answer(settings, raw_user, k=5):
+    import pandas as pd
+
+    model = _online_model(settings)
     out = model.predict(pd.DataFrame([{"user_id": raw_user, "k": k}]))
     assert list(out["rank"]) == list(range(1, k + 1)) and out["reason"].str.len().min() > 0
     return out
@@ -192,6 +198,13 @@ def test_filmtrust_end_to_end_with_its_trust_graph(spark, settings_factory):
     assert set(results) == {"random"} and set(results["random"]) == {"als", "popularity", "ease"}
     assert results["random"]["als"]["ndcg"] > results["random"]["popularity"]["ndcg"] * 0.5
     _online_answer(settings, lines[0][0])
+    # the online features equal the batch ones with a trust graph too, for the raters with the most friends: the
+    # friends' feature counts every item a friend chose, beyond the friends source's own friend_candidates
+    model = _online_model(settings)
+    rows = assert_online_features_equal_the_batch(spark, settings, DS, model.unwrap_python_model().scorer,
+                                                  profiles.orderBy(F.desc("friend_count"), "user_id").limit(3))
+    befriended = rows[[d[DENSE_FEATURES.index("log_friends_on_item")] > 0 for d in rows["dense"]]]
+    assert len(befriended) > 0 and (befriended["source"] != "friends").any()
 
 
 @pytest.mark.slow

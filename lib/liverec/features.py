@@ -194,6 +194,17 @@ def _matrix(values: pd.Series, n: int, width: int) -> tuple[np.ndarray, np.ndarr
     return out, present
 
 
+def category_csr(categories: list[list[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(every category sorted, ptr, idx): item i's categories as indices into the names are
+    idx[ptr[i]:ptr[i + 1]], duplicates kept (each listing counts in category_affinity)."""
+    names = sorted({c for cs in categories for c in cs})
+    index = {c: j for j, c in enumerate(names)}
+    lengths = np.array([len(cs) for cs in categories], dtype=np.int64)
+    ptr = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    flat = np.fromiter((index[c] for cs in categories for c in cs), dtype=np.int32, count=int(ptr[-1]))
+    return names, ptr, flat
+
+
 def item_arrays(f: Features, neighbors: DataFrame | None, conf: RecommendSettings) -> ItemArrays:
     """The ``ItemArrays`` of a feature set: ``f.items`` (its statistics, categories, ALS factors and embeddings),
     the best ``recommend.neighbors_per_item`` content neighbours of each item and the EASE model. Model-sized
@@ -224,15 +235,11 @@ def item_arrays(f: Features, neighbors: DataFrame | None, conf: RecommendSetting
     embeddings = np.zeros((n, emb.shape[1]), dtype=np.float32)
     embeddings[at] = emb
 
-    cats = [list(c) if c is not None else [] for c in rows["categories"]]
-    names = sorted({c for cs in cats for c in cs})
-    cat_index = {c: j for j, c in enumerate(names)}
-    per_item: list[list[int]] = [[] for _ in range(n)]
-    for pos, cs in zip(at, cats, strict=True):
-        per_item[pos] = [cat_index[c] for c in cs]  # duplicates kept: each counts, as in the Spark sum
-    lengths = np.array([len(c) for c in per_item], dtype=np.int64)
-    ptr = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-    flat = np.fromiter((j for c in per_item for j in c), dtype=np.int32, count=int(ptr[-1]))
+    per_item: list[list[str]] = [[] for _ in range(n)]
+    for pos, cs in zip(at, rows["categories"], strict=True):
+        per_item[pos] = list(cs) if cs is not None else []
+    names, ptr, flat = category_csr(per_item)
+    lengths = np.diff(ptr)
 
     # popular_category: per category the items with an event in the history, by recent users, then users, then id
     # (one entry per time the item lists the category)

@@ -63,7 +63,7 @@ import pandas as pd
 from liverec.features import DENSE_FEATURES
 from liverec.online_bundle import build_bundle as build_bundle  # re-exported: stages.publish_online builds with it
 from liverec.online_bundle import key_check, write_bundle
-from liverec.online_features import DenseFeatures
+from liverec.online_features import NO_LIST, DenseFeatures, Ranked, catalogue_arrays
 from liverec.online_requests import REQUEST_FIELDS, Request, RequestParsing, UserState, _missing, _request_error
 from liverec.online_requests import Event as Event  # re-exported: the publish smoke request builds one
 
@@ -77,7 +77,6 @@ ANSWER_COLUMNS = ("request", "rank", "item_id", "title", "score", "source", "rea
 # what the scorer counts over its life (the server's /metrics): store reads, reads that found no profile, reads
 # that failed, requests answered degraded, stream events added to sessions, request items the catalogue lacks
 COUNTERS = ("store_lookups", "store_misses", "store_errors", "degraded", "streamed_events", "ignored_items")
-DENSE_CATEGORY_CELLS = 20_000_000  # items x categories up to which the scorer keeps the category matrix dense
 STORE_DOWN = "online store unavailable: answered from popular items and the request's own session"
 log = logging.getLogger(__name__)
 
@@ -111,21 +110,9 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         fn = np.linalg.norm(self.factors, axis=1, keepdims=True)
         self.unit_factors = self.factors / np.maximum(fn, 1e-12)
         self.div = self.unit if self.embeddings.shape[1] > 1 and norms.max() > 0 else self.unit_factors
-        self.ease_pos = np.full(len(self.item_ids), -1, dtype=np.int64)  # catalogue row -> row of EASE's B
-        self.ease_pos[self.ease_items] = np.arange(len(self.ease_items))
-        self.columns = {name: j for j, name in enumerate(DENSE_FEATURES)}
-        self.item_stat_columns = [self.columns[c] for c in
-                                  ("log_item_users", "log_item_recent_users", "log_item_age_days", "item_unseen")]
-        names = sorted({c for cats in meta["categories"] for c in cats})
-        self.category_index = {c: n for n, c in enumerate(names)}
-        rows = [n for n, cats in enumerate(meta["categories"]) for _ in cats]
-        cols = [self.category_index[c] for cats in meta["categories"] for c in cats]
-        from scipy.sparse import csr_matrix
-
-        self.item_categories = csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
-                                          shape=(len(self.item_ids), max(len(names), 1)))
-        if self.item_categories.shape[0] * self.item_categories.shape[1] <= DENSE_CATEGORY_CELLS:
-            self.item_categories = self.item_categories.toarray()  # row picks of a small dense matrix are faster
+        self.catalogue = catalogue_arrays(arrays, meta)  # what liverec.features.dense reads
+        self.ease_pos = self.catalogue.ease_pos  # catalogue row -> row of EASE's B (-1 outside it)
+        self.category_index = {c: n for n, c in enumerate(self.catalogue.categories)}
         # the ranker's vocabulary index of every catalogue row, once (not a dict lookup per candidate per request)
         vocab = getattr(ranker, "vocab", None)
         self.ranker_rows = None if vocab is None or not hasattr(ranker, "score_rows") else \
@@ -206,36 +193,26 @@ class OnlineScorer(RequestParsing, DenseFeatures):
                ([req.viewing] if req.viewing is not None else [])] = True
         return history, banned
 
-    def als_top(self, x: np.ndarray | None, banned: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """(the folded vector's score of every item or None, the best allowed items by it, best first: as many
-        as the candidates and the ALS rank feature need)."""
+    def als_top(self, x: np.ndarray | None, banned: np.ndarray) -> Ranked:
+        """The allowed items with a factor ranked by the user vector ``x``'s score, as many as the candidates and
+        the ALS rank feature need (``NO_LIST`` without a vector)."""
         if x is None:
-            return None, np.zeros(0, dtype=np.int64)
-        als = self.factors @ x.astype(np.float32)
-        masked = np.where(self.has_factor & ~banned, als, -np.inf)
-        n = min(max(self.meta["candidates"], self.meta["als_candidates"]), int(np.isfinite(masked).sum()))
-        if n == 0:
-            return als, np.zeros(0, dtype=np.int64)
-        top = np.argpartition(-masked, n - 1)[:n]
-        return als, top[np.argsort(-masked[top], kind="stable")]
+            return NO_LIST
+        row = np.where(self.has_factor & ~banned, self.factors @ x.astype(np.float32), -np.inf)
+        return Ranked.of(row, max(self.meta["candidates"], self.meta["als_candidates"]))
 
-    def ease_top(self, req: Request, history: np.ndarray, banned: np.ndarray
-                 ) -> tuple[np.ndarray | None, np.ndarray]:
-        """(EASE's score of every catalogue item over the user's history and session items, -inf where it has
-        none or the item is not allowed; the best allowed items by it, best first), (None, []) without EASE."""
+    def ease_top(self, req: Request, history: np.ndarray, banned: np.ndarray) -> Ranked:
+        """The allowed items ranked by EASE's score over the user's history and session items (``NO_LIST`` without
+        EASE or without an item it knows)."""
         known = np.flatnonzero(history).tolist() + [e.item for e in req.session]
         rows = np.unique(self.ease_pos[np.asarray(known, dtype=np.int64)]) if known else np.zeros(0, dtype=np.int64)
         rows = rows[rows >= 0]
         if len(self.ease_items) == 0 or len(rows) == 0:
-            return None, np.zeros(0, dtype=np.int64)
+            return NO_LIST
         scores = np.full(len(self.item_ids), -np.inf)
         scores[self.ease_items] = self.ease_weights[rows].sum(axis=0, dtype=np.float64)
         scores[banned] = -np.inf
-        n = min(max(self.meta["candidates"], self.meta["ease_candidates"]), int(np.isfinite(scores).sum()))
-        if n == 0:
-            return scores, np.zeros(0, dtype=np.int64)
-        top = np.argpartition(-scores, n - 1)[:n]
-        return scores, top[np.lexsort((top, -scores[top]))]
+        return Ranked.of(scores, max(self.meta["candidates"], self.meta["ease_candidates"]))
 
     def candidates(self, req: Request, top: np.ndarray, banned: np.ndarray, ease_top: np.ndarray | None = None
                    ) -> tuple[list[int], dict[int, tuple[str, int | None]]]:
@@ -254,7 +231,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
             part(self.neighbors[e.item], 1, e.item)
         if req.user is not None:
             part(req.user.nightly_idx, 2)
-            part(req.user.friend_idx, 3)
+            part(req.user.friend_idx[:self.meta.get("friend_candidates", len(req.user.friend_idx))], 3)
         if ease_top is not None:
             part(ease_top[:self.meta["ease_candidates"]], 4)
         part(top[:self.meta["candidates"]], 5)
@@ -274,12 +251,13 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         from liverec.diversity import mmr_order
 
         history, banned = self.seen(req)
-        als, top = self.als_top(self.user_vector(req), banned)
-        ease, ease_top = self.ease_top(req, history, banned)
-        cands, found = self.candidates(req, top, banned, ease_top)
+        x = self.user_vector(req)
+        als = self.als_top(x, banned)
+        ease = self.ease_top(req, history, banned)
+        cands, found = self.candidates(req, als.top, banned, ease.top)
         if not cands:
             return []
-        dense, recent = self.features(req, cands, als, top, history, banned, ease, ease_top)
+        dense, recent = self.features(req, cands, x, als, ease)
         if self.ranker_rows is not None:
             scores = np.asarray(self.ranker.score_rows(self.ranker_rows[cands], recent, dense), dtype=np.float64)
         else:

@@ -63,7 +63,7 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
     for n, v in enumerate(item_rows["embedding"]):
         if v is not None:
             emb[n] = np.asarray(v, dtype=np.float32)
-    item_stats = item_rows[list(ITEM_STATS)].to_numpy(dtype=np.float32)
+    item_stats = item_rows[list(ITEM_STATS)].to_numpy(dtype=np.float64)  # as features.item_arrays holds them
     popular = np.lexsort((np.arange(n_items), -item_stats[:, 0], -item_stats[:, 1]))[:oconf.candidates]
 
     # neighbours: the best neighbors_per_item of each item (-1 = none)
@@ -103,6 +103,7 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
         "event_weights": dict(settings.clean.event_weights), "als": dataclasses.asdict(settings.als),
         "alpha": settings.als.alpha, "reg_param": settings.als.reg_param,
         "als_candidates": conf.als_candidates, "ease_candidates": conf.ease_candidates,
+        "friend_candidates": conf.friend_candidates,
         "neighbor_history": conf.neighbor_history,
         "mmr_lambda": conf.mmr_lambda, "mmr_pool": conf.mmr_pool,
         "candidates": oconf.candidates, "session_slots": oconf.session_slots, "default_k": oconf.default_k,
@@ -126,8 +127,9 @@ USER_RECORD_FIELDS = ("stats", "content", "affinity", "recent", "seen", "strengt
 def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
     """One row per known user (``user_id``, ``value``: the JSON record of USER_RECORD_FIELDS), every part computed
     by Spark from the features of ds: ``f.users`` (profile features, recent items, content vector, ALS factor),
-    the seen items with ALS's strength (0 outside ALS's window), the best ``recommend.friend_candidates`` friends'
-    items, the nightly rows in rank order and the user's newest event time (stream events after it are new)."""
+    the seen items with ALS's strength (0 outside ALS's window), every friends' item with how many friends chose it
+    (best first; one friend each for the first ``recommend.friend_candidates``), the nightly rows in rank order and
+    the user's newest event time (stream events after it are new)."""
     from pyspark.sql import functions as F
 
     from liverec import als, candidates, catalog
@@ -138,10 +140,10 @@ def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
     seen = (f.seen.join(strengths, ["user_id", "item_id"], "left")
             .groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct(
                 "item_id", F.coalesce("strength", F.lit(0.0)).alias("strength")))).alias("_seen")))
-    # best friends' items first, in the friends source's own order
-    friends = (f.friends_on_item.groupBy("user_id").agg(F.slice(candidates.friends_best_first("n_friends", "a_friend"),
-                                                                 1, max(conf.friend_candidates, 1)).alias("_friends"))
-               .where(F.lit(conf.friend_candidates > 0)))
+    # every item a friend chose (log_friends_on_item counts them all, as the batch does), best first in the friends
+    # source's own order; one friend (for reasons) for the first friend_candidates, the source's own
+    friends = f.friends_on_item.groupBy("user_id").agg(candidates.friends_best_first("n_friends", "a_friend")
+                                                        .alias("_friends"))
     rows = (nightly.groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct("rank", "item_id", "reason")))
                                            .alias("_nightly")))
     last = events.groupBy("user_id").agg(F.max("ts").cast("double").alias("as_of"))
@@ -158,7 +160,7 @@ def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
         F.coalesce(F.col("_seen.strength"), F.array().cast("array<double>")).alias("strength"),
         F.coalesce(F.col("_friends.item_id"), empty).alias("friend_items"),
         F.coalesce(F.col("_friends.n_friends"), F.array().cast("array<long>")).alias("friend_n"),
-        F.coalesce(F.col("_friends.a_friend"), empty).alias("friend_of"),
+        F.coalesce(F.slice(F.col("_friends.a_friend"), 1, max(conf.friend_candidates, 1)), empty).alias("friend_of"),
         F.coalesce(F.col("_nightly.item_id"), empty).alias("nightly"),
         F.coalesce(F.col("_nightly.reason"), empty).alias("nightly_reason"),
         F.col("user_factor").alias("factor"), F.col("as_of"))

@@ -1,103 +1,157 @@
-"""The online scorer's dense features: ``DENSE_FEATURES`` for a request's candidates as ``liverec.features``
-computes them in the batch, with the live session added to the user's counts, category affinity and content
-vector; :class:`DenseFeatures` is a mixin of ``liverec.online.OnlineScorer`` and reads the bundle's arrays the
-scorer holds (factors, neighbours, item and user statistics, friends' items, the category matrix).
+"""The online scorer's inputs to the features: a request as the one-user ``Batch`` and candidate ``Lists`` that
+``liverec.features.dense`` reads, so the server computes ``DENSE_FEATURES`` with the very function the training
+examples and the nightly job call (inside their Arrow batches); only what the live session changes is here.
+
+The session (the request's events and the stream's since the nightly record) is added to the user's event and
+item counts, resets the days since the last event, and is mixed half and half with the profile into the content
+vector and the category affinity. The source lists (ALS over the folded-in factor, EASE over the history and the
+session) are ranked by ``liverec.vectors.best_of`` as the batch ranks them, with their mean and standard deviation
+over the allowed items. :class:`DenseFeatures` is a mixin of ``liverec.online.OnlineScorer`` and reads the bundle's
+arrays the scorer holds.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from liverec.features import DENSE_FEATURES
+from liverec import features, vectors
+from liverec.candidates import Batch, Lists
+from liverec.features import SCORE_STATS, ItemArrays
 from liverec.online_requests import Request
 
 
+@dataclass
+class Ranked:
+    """A source's list for one request (``vectors.best_of`` over the allowed catalogue items): the best items, best
+    first, their scores, and the mean / standard deviation of the score over every allowed item."""
+
+    top: np.ndarray  # catalogue rows (int64)
+    scores: np.ndarray  # float64
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, row: np.ndarray, n: int) -> Ranked:
+        """The ``n`` best of one score row over the catalogue (-inf = not allowed)."""
+        top, scores, mean, std = vectors.best_of(row[None, :], n)
+        return cls(np.asarray(top[0], dtype=np.int64), np.asarray(scores[0], dtype=np.float64), float(mean[0]),
+                   float(std[0]))
+
+    def ranks(self, idx: np.ndarray, limit: int, n_items: int) -> np.ndarray:
+        """Each of ``idx``'s rank (from 1) in the first ``limit`` of the list, 0 when not there."""
+        position = np.zeros(n_items, dtype=np.int32)
+        listed = self.top[:limit]
+        position[listed] = np.arange(1, len(listed) + 1, dtype=np.int32)
+        return position[idx]
+
+    def stats(self, limit: int) -> tuple[float, float, float]:
+        """(mean, std, floor: the last score of the first ``limit``), NaN when the list is empty (as the batch's
+        users without such a list)."""
+        if len(self.top) == 0 or limit <= 0:
+            return np.nan, np.nan, np.nan
+        return self.mean, self.std, float(self.scores[:limit][-1])
+
+
+NO_LIST = Ranked(np.zeros(0, dtype=np.int64), np.zeros(0), np.nan, np.nan)
+
+
+def catalogue_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> ItemArrays:
+    """The bundle's catalogue (its rows in ``meta["item_ids"]`` order) as the ``ItemArrays`` that
+    ``features.dense`` reads: ALS factors, embeddings, item statistics, categories, neighbours and EASE. The
+    candidate sources the batch takes from it (popular items per category) are not served: empty."""
+    names, ptr, flat = features.category_csr(meta["categories"])
+    n = len(meta["item_ids"])
+    emb = arrays["embeddings"]
+    ease_pos = np.full(n, -1, dtype=np.int32)  # catalogue row -> row of EASE's B
+    ease_pos[arrays["ease_items"]] = np.arange(len(arrays["ease_items"]), dtype=np.int32)
+    return ItemArrays(
+        ids=np.asarray(meta["item_ids"], dtype=object), factors=arrays["factors"], has_factor=arrays["has_factor"],
+        embeddings=emb, embedding_norm=np.sqrt((emb.astype(np.float64) ** 2).sum(axis=1)),
+        stats=arrays["item_stats"].astype(np.float64), categories=names, category_ptr=ptr, category_idx=flat,
+        popular_ptr=np.zeros(len(names) + 1, dtype=np.int64), popular_items=np.zeros(0, dtype=np.int32),
+        neighbors=arrays["neighbors"], neighbor_sim=arrays["neighbor_sim"].astype(np.float64),
+        ease_items=arrays["ease_items"], ease_pos=ease_pos, ease_weights=arrays["ease_weights"])
+
+
 class DenseFeatures:
-    """``OnlineScorer.features`` and the session-aware user content vector and category affinity it uses."""
+    """``OnlineScorer.features``: a request's user and candidates as ``features.dense`` reads them."""
 
     meta: dict[str, Any]
     item_ids: list[str]
-    columns: dict[str, int]  # DENSE_FEATURES name -> column
+    catalogue: ItemArrays  # catalogue_arrays of the bundle
+    category_index: dict[str, int]  # category -> column of the affinity row
+    unit: np.ndarray  # the embeddings scaled to unit length
 
-    @staticmethod
-    def _rank_and_z(scores: np.ndarray | None, top: np.ndarray, allowed: np.ndarray, idx: np.ndarray, limit: int,
-                    listed_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(rank in the source's list of ``limit`` or limit + 1, z-score over the allowed items) of the candidates
-        ``idx``, as features.assemble computes them: an item without a score, or beyond the list when
-        ``listed_only`` (EASE: the batch knows a user's EASE scores only for the listed items), counts with the
-        list's last score."""
-        ranks = np.full(len(idx), limit + 1, dtype=np.float64)
-        z = np.zeros(len(idx), dtype=np.float64)
-        if scores is None or len(top) == 0:
-            return ranks, z
-        listed = top[:limit]
-        position = np.full(len(scores), limit + 1, dtype=np.float64)
-        position[listed] = np.arange(1, len(listed) + 1)
-        ranks = position[idx]
-        values = scores[allowed & np.isfinite(scores)]
-        if values.size == 0:
-            return ranks, z
-        mean, std = values.mean(), values.std()
-        std = std if std > 0 else 1.0
-        floor = scores[listed[-1]]
-        known = np.isfinite(scores[idx]) & ((ranks <= limit) if listed_only else True)
-        own = np.where(known, scores[idx], floor)
-        return ranks, (own - mean) / std
-
-    def features(self, req: Request, cands: list[int], als: np.ndarray | None, top: np.ndarray,
-                 history: np.ndarray, banned: np.ndarray | None = None, ease: np.ndarray | None = None,
-                 ease_top: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
-        """The dense features of ``cands`` (DENSE_FEATURES order) and the recent-item sequence."""
-        n = len(cands)
+    def features(self, req: Request, cands: list[int], x: np.ndarray | None, als: Ranked, ease: Ranked
+                 ) -> tuple[np.ndarray, list[str]]:
+        """The dense features of ``cands`` (DENSE_FEATURES order) for the user vector ``x`` (the ALS factor the
+        request's ``als`` list was ranked by, None without one), and the recent-item sequence."""
         idx = np.asarray(cands, dtype=np.int64)
-        dense = np.zeros((n, len(DENSE_FEATURES)), dtype=np.float32)
-        col = self.columns
-        allowed = ~banned if banned is not None else ~history
-        als_scores = None if als is None else np.where(self.has_factor, als, -np.inf)
-        ranks, z = self._rank_and_z(als_scores, top, allowed & self.has_factor, idx, self.meta["als_candidates"])
-        dense[:, col["log_als_rank"]] = np.log1p(ranks)
-        dense[:, col["als_z"]] = z
-        ranks, z = self._rank_and_z(ease, ease_top if ease_top is not None else np.zeros(0, dtype=np.int64), allowed,
-                                    idx, self.meta["ease_candidates"], listed_only=True)
-        dense[:, col["log_ease_rank"]] = np.log1p(ranks)
-        dense[:, col["ease_z"]] = z
-        recent_all = [e.item for e in req.session] + (req.user.recent if req.user is not None else [])
-        sources = list(dict.fromkeys(recent_all))[:self.meta["neighbor_history"]]
-        if sources:
-            best = np.zeros(len(self.item_ids), dtype=np.float32)
-            for r in sources:
-                ok = self.neighbors[r] >= 0
-                np.maximum.at(best, self.neighbors[r][ok], self.neighbor_sim[r][ok])
-            dense[:, col["neighbor_similarity"]] = best[idx]
-        cv = self.user_content(req)
-        if cv is not None:
-            dense[:, col["content_cosine"]] = self.unit[idx] @ cv
-        dense[:, self.item_stat_columns] = self.item_stats[idx]
+        n, n_items = len(idx), len(self.item_ids)
+        m = self.meta
+        recent_all = list(dict.fromkeys([e.item for e in req.session] + (req.user.recent if req.user else [])))
+        ease_rank = ease.ranks(idx, m["ease_candidates"], n_items)
+        listed_ease = np.full(n_items, np.nan)
+        listed = ease.top[:m["ease_candidates"]]
+        listed_ease[listed] = ease.scores[:len(listed)]
+        stats = dict(zip(SCORE_STATS, (np.array([v]) for v in (*als.stats(m["als_candidates"]),
+                                                                *ease.stats(m["ease_candidates"]))), strict=True))
+        lists = Lists(user=np.zeros(n, dtype=np.int64), item=idx, als_rank=als.ranks(idx, m["als_candidates"], n_items),
+                      ease_rank=ease_rank, ease_score=listed_ease[idx],
+                      neighbor_similarity=self.neighbor_similarity(recent_all)[idx],
+                      sources=np.zeros(n, dtype=np.int64), source=np.zeros(n, dtype=np.int64),
+                      via=np.full(n, None, dtype=object), offsets=np.array([0, n]), stats=stats)
+        dense = features.dense(lists, self.user_batch(req, x), self.catalogue, m["als_candidates"],
+                               m["ease_candidates"])
+        return dense, [self.item_ids[i] for i in recent_all]
+
+    def neighbor_similarity(self, recent: list[int]) -> np.ndarray:
+        """Per catalogue item, its best cosine to one of the ``neighbor_history`` most recent items among their
+        content neighbours (NaN for none): what the batch's content source finds."""
+        best = np.full(len(self.item_ids), np.nan)
+        for r in recent[:self.meta["neighbor_history"]]:
+            nb = self.catalogue.neighbors[r]
+            ok = nb >= 0
+            np.fmax.at(best, nb[ok], self.catalogue.neighbor_sim[r][ok])
+        return best
+
+    def user_batch(self, req: Request, x: np.ndarray | None) -> Batch:
+        """The request's user as a one-row ``Batch``: the profile's USER_STATS with the session's events and new
+        items added (and no days since the last event while there is a session), the session-mixed category
+        affinity and content vector, the user vector ``x`` and the friends' items."""
         if req.user is not None:
             events, items_, days, friends = (float(v) for v in req.user.stats)
+            history = set(req.user.seen_idx.tolist())
         else:
             events = items_ = days = friends = 0.0
-        new_items = {e.item for e in req.session if not history[e.item]}
-        dense[:, col["log_user_events"]] = np.log1p(np.expm1(events) + len(req.session))
-        dense[:, col["log_user_items"]] = np.log1p(np.expm1(items_) + len(new_items))
-        dense[:, col["log_days_since_last"]] = 0.0 if req.session else days
-        dense[:, col["log_friend_count"]] = friends
-        aff = self.affinity(req)
-        if aff:
-            weights = np.zeros(len(self.category_index), dtype=np.float32)
-            for c, v in aff.items():
-                if c in self.category_index:
-                    weights[self.category_index[c]] = v
-            dense[:, col["category_affinity"]] = self.item_categories[idx] @ weights
-        if req.user is not None and len(req.user.friend_idx):
-            per_item = np.zeros(len(self.item_ids), dtype=np.float32)
-            per_item[req.user.friend_idx] = req.user.friend_n
-            dense[:, col["log_friends_on_item"]] = np.log1p(per_item[idx])
-        recent = [e.item for e in req.session]
-        if req.user is not None:
-            recent += req.user.recent
-        return dense, [self.item_ids[i] for i in dict.fromkeys(recent)]
+            history = set()
+        new_items = {e.item for e in req.session if e.item not in history}
+        stats = np.array([[np.log1p(np.expm1(events) + len(req.session)), np.log1p(np.expm1(items_) + len(new_items)),
+                           0.0 if req.session else days, friends]])
+        affinity = np.zeros((1, max(len(self.category_index), 1)))
+        for c, v in self.affinity(req).items():
+            if c in self.category_index:
+                affinity[0, self.category_index[c]] = v
+        cv = self.user_content(req)
+        content = np.zeros((1, self.catalogue.embeddings.shape[1]))
+        if cv is not None:
+            content[0] = cv
+        factor = np.zeros((1, self.catalogue.factors.shape[1]), dtype=np.float32)
+        if x is not None:
+            factor[0] = x
+        empty = np.zeros(0, dtype=np.int64)
+        friend_items = req.user.friend_idx.astype(np.int64) if req.user is not None else empty
+        friend_n = req.user.friend_n.astype(np.float64) if req.user is not None else np.zeros(0)
+        return Batch(user_ids=np.array([req.user.user_id if req.user else ""], dtype=object), stats=stats,
+                     affinity=affinity, recent_ids=None, recent=[np.asarray(req.user.recent if req.user else [],
+                                                                            dtype=np.int64)],
+                     content=content, content_norm=np.sqrt((content ** 2).sum(axis=1)), factor=factor,
+                     has_factor=np.array([x is not None]), top_categories=[empty], seen=[np.array(sorted(history),
+                                                                                                   dtype=np.int64)],
+                     friend_items=friend_items, friend_n=friend_n, friend_offsets=np.array([0, len(friend_items)]),
+                     friend_via=np.zeros(0, dtype=object), via_offsets=np.array([0, 0]))
 
     def user_content(self, req: Request) -> np.ndarray | None:
         """Unit content vector: the profile's and the session's weighted mean embedding, half and half."""

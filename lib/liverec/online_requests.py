@@ -52,9 +52,9 @@ class UserState:
     recent: list[int]  # the profile's recent items, newest first
     seen_idx: np.ndarray  # items of the history ...
     seen_val: np.ndarray  # ... and their ALS strengths (0 outside ALS's window)
-    friend_idx: np.ndarray  # the best friends' items ...
+    friend_idx: np.ndarray  # every item a friend chose, best first ...
     friend_n: np.ndarray  # ... how many friends chose each ...
-    friend_of: dict[int, str]  # ... and one of them (for reasons)
+    friend_of: dict[int, str]  # ... and one of them for the first recommend.friend_candidates (for reasons)
     nightly_idx: np.ndarray  # the nightly rows in rank order ...
     nightly_reason: dict[int, str]  # ... and their reasons
     factor: np.ndarray | None  # the nightly ALS factor
@@ -77,10 +77,11 @@ class UserState:
         content = d["content"]
         content = np.asarray(content, dtype=np.float32) if content and len(content) == dim else None
         factor = np.asarray(d["factor"], dtype=np.float32) if d["factor"] else None
-        return cls(user_id, np.asarray(d["stats"], dtype=np.float32), content, d["affinity"] or {},
+        return cls(user_id, np.asarray(d["stats"], dtype=np.float64), content, d["affinity"] or {},
                    [int(i) for i in rows(d["recent"]) if i >= 0], seen[ok], np.asarray(d["strength"])[ok],
                    fr[fok], np.asarray(d["friend_n"], dtype=np.float32)[fok],
-                   {int(i): str(a) for i, a in zip(fr, d["friend_of"], strict=True) if i >= 0},
+                   {int(i): str(a) for i, a in zip(fr[:len(d["friend_of"])], d["friend_of"], strict=True)
+                    if i >= 0},  # the first friend_candidates only
                    nt[nt >= 0], {int(i): str(r) for i, r in zip(nt, d["nightly_reason"], strict=True) if i >= 0},
                    factor, d["as_of"])
 
