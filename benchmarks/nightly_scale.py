@@ -41,7 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 DS = "2026-11-02"
 # events -> (users, items): about 100 events per user; items grow more slowly (the catalogue of a bigger site is
 # bigger, but not 200x bigger)
-SIZES = {"100k": (100_000, 1_000, 500), "1m": (1_000_000, 10_000, 4_000), "20m": (20_000_000, 200_000, 27_000)}
+# events, users, items; "2k" has 20m's catalogue with a hundredth of its users (online_artifact_scale.py)
+SIZES = {"100k": (100_000, 1_000, 500), "1m": (1_000_000, 10_000, 4_000), "20m": (20_000_000, 200_000, 27_000),
+         "2k": (400_000, 2_000, 27_000)}
 NIGHTLY = ("ingest", "clean", "embed_items", "build_profiles", "train_als", "train_ease")
 TRAINING = ("build_ranker_examples", "train_ranker")
 SERVING = ("recommend_nightly", "publish_online")
