@@ -156,6 +156,15 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
+class FeedbackSettings:
+    exploration_temperature: float
+    exploration_share: float
+    ope_clip: float
+    ope_bootstrap: int
+    ope_confidence: float
+
+
+@dataclass(frozen=True)
 class Settings:
     lakehouse_root: str
     scratch_dir: str
@@ -174,6 +183,7 @@ class Settings:
     evaluate: EvaluateSettings
     stream: StreamSettings
     demo: DemoSettings
+    feedback: FeedbackSettings
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: ``MLFLOW_TRACKING_URI`` wins over conf when set."""
