@@ -92,6 +92,7 @@ def test_the_pipeline_order_follows_what_each_stage_reads_and_writes():
     from liverec.stages.base import (
         CHAMPION,
         EVALUATION_REPORT,
+        IMPRESSIONS_LANDING,
         INPUT_FILES,
         LANDING,
         ONLINE_MODEL,
@@ -102,8 +103,8 @@ def test_the_pipeline_order_follows_what_each_stage_reads_and_writes():
     # by hand: the order the stages' data needs
     assert PIPELINE == ("ingest", "clean", "embed_items", "build_profiles", "train_als", "train_ease",
                         "build_ranker_examples", "train_ranker", "recommend_nightly", "publish_online", "evaluate")
-    known = {*tables.ALL_TABLES, CHAMPION, EVALUATION_REPORT, INPUT_FILES, LANDING, ONLINE_MODEL, ONLINE_STORE,
-             RANKER_VERSION}
+    known = {*tables.ALL_TABLES, CHAMPION, EVALUATION_REPORT, IMPRESSIONS_LANDING, INPUT_FILES, LANDING, ONLINE_MODEL,
+             ONLINE_STORE, RANKER_VERSION}
     for i, name in enumerate(PIPELINE):
         stage = STAGES[name]
         assert set(stage.reads) | set(stage.writes) <= known, name

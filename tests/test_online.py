@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -111,6 +112,18 @@ def test_a_known_users_list_changes_with_the_session(spark, ml100k_pipeline, onl
     # without a session the nightly row leads the candidates, so its items are there
     nightly = {r["item_id"] for r in recs.where(F.col("user_id") == user).collect()}
     assert len(set(before) & nightly) >= 3, (before, nightly)
+    # each answer is logged as impressions (liverec.impressions): its request id, the pseudonym, the items in order
+    scorer = online_model.unwrap_python_model().scorer
+    scorer.impressions.flush()
+    logged = [json.loads(x) for f in Path(tables.impressions_landing(settings)).glob("*.jsonl")
+              for x in f.read_text().splitlines()]
+    for n in (0, 1):
+        answer = out[out["request"] == n]
+        rows = sorted((r for r in logged if r["request_id"] == answer["request_id"].iloc[0]),
+                      key=lambda r: r["position"])
+        assert [(r["item_id"], r["position"], r["user_id"], r["propensity"]) for r in rows] == [
+            (i, p, user, 1.0) for p, i in enumerate(answer["item_id"], start=1)]
+        assert {r["policy"] for r in rows} == {scorer.meta["ranker_version"]} and answer["request_id"].nunique() == 1
 
 
 def test_online_features_equal_the_batch_features(spark, ml100k_pipeline, online_model):

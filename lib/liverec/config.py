@@ -162,6 +162,11 @@ class FeedbackSettings:
     ope_clip: float
     ope_bootstrap: int
     ope_confidence: float
+    landing: str
+    flush_seconds: float
+    flush_rows: int
+    attribution_seconds: int
+    click_events: list[str]
 
 
 @dataclass(frozen=True)

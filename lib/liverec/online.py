@@ -53,6 +53,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,10 @@ SOURCES = ("viewing", "session", "nightly", "friends", "ease", "als", "popular")
 LIVE_SOURCES = ("viewing", "session")  # candidates the live session brought
 # the answer: one row per recommended item; ignored_items repeats, on each row of a request, the item ids it left out,
 # warnings why the answer is degraded (the online store unreachable), streamed how many of the session's events came
-# from the stream (the store's recent list) rather than the request
+# from the stream (the store's recent list) rather than the request; request_id names the answer (its impressions,
+# liverec.impressions), propensity the probability that the policy shows this list up to this rank
 ANSWER_COLUMNS = ("request", "rank", "item_id", "title", "score", "source", "reason", "ignored_items", "warnings",
-                  "streamed")
+                  "streamed", "request_id", "propensity")
 # what the scorer counts over its life (the server's /metrics): store reads, reads that found no profile, reads
 # that failed, requests answered degraded, stream events added to sessions, request items the catalogue lacks
 COUNTERS = ("store_lookups", "store_misses", "store_errors", "degraded", "streamed_events", "ignored_items")
@@ -87,12 +89,14 @@ class OnlineScorer(RequestParsing, DenseFeatures):
     """The request path in numpy (the pyfunc's ``predict`` calls it; tests and benchmarks can too)."""
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], ranker: Any, key: bytes,
-                 store: Any = None):
+                 store: Any = None, impressions: Any = None):
         if not hmac.compare_digest(key_check(key), meta["key_check"]):
             raise RuntimeError(
                 f"the id key in ${meta['key_env']} is not the key this model's user ids were pseudonymised with: "
                 "serve it with the key the batch jobs used")
         self.key, self.meta, self.ranker, self.store = key, meta, ranker, store
+        self.impressions = impressions  # liverec.impressions.ImpressionLog, or None: answers not logged
+        self.policy = str(meta.get("ranker_version") or f"baseline:{meta.get('baseline')}")
         self.counters = dict.fromkeys(COUNTERS, 0)  # since the scorer loaded
         self._store_down_until = 0.0  # monotonic time before which a failed store is not asked again
         for name, arr in arrays.items():
@@ -276,7 +280,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
             source, via = found[i]
             out.append({"rank": r, "item_id": self.item_ids[i], "title": self.meta["titles"][i],
                         "score": float(scores[p]), "source": source,
-                        "reason": self.reason(req, i, source, via)})
+                        "reason": self.reason(req, i, source, via), "propensity": 1.0})
         return out
 
     def session_slots(self, picks: list[int], cands: list[int], found: dict[int, tuple[str, int | None]],
@@ -340,8 +344,16 @@ class OnlineScorer(RequestParsing, DenseFeatures):
                 log.info("left out item ids the catalogue of ds %s does not hold: %s", self.meta["ds"], req.ignored)
             if req.warnings:
                 self.counters["degraded"] += 1
-        return [{"request": n, **p, "ignored_items": list(req.ignored), "warnings": list(req.warnings),
-                 "streamed": req.streamed} for n, req in enumerate(reqs) for p in self.recommend(req)]
+        out = []
+        for n, req in enumerate(reqs):
+            rows, request_id = self.recommend(req), uuid.uuid4().hex
+            out += [{"request": n, **p, "ignored_items": list(req.ignored), "warnings": list(req.warnings),
+                     "streamed": req.streamed, "request_id": request_id} for p in rows]
+            if self.impressions is not None and rows:
+                from liverec.impressions import rows_of
+
+                self.impressions.add(rows_of(request_id, req.pseudo, rows, self.policy, "online", False, time.time()))
+        return out
 
     def answer(self, records: list[dict[str, Any]]) -> pd.DataFrame:
         """Requests -> one row per recommended item (request = the request's position)."""
@@ -376,7 +388,7 @@ class OnlineModel(mlflow.pyfunc.PythonModel):
             arrays = {k: z[k] for k in z.files}
         ranker = load_ranker(Path(context.artifacts["ranker"]), meta.get("ranker_variant", compiled.AUTO), threads) \
             if "ranker" in context.artifacts else BaselineRanker(meta["baseline"])
-        self.scorer = OnlineScorer(arrays, meta, ranker, _key(meta), open_online_store(meta))
+        self.scorer = OnlineScorer(arrays, meta, ranker, _key(meta), open_online_store(meta), open_impression_log(meta))
         # the bundle's many long-lived Python objects (ids, titles, reasons) would otherwise be traversed by
         # every full garbage collection, a latency spike of milliseconds in the middle of a request
         gc.collect()
@@ -398,6 +410,16 @@ def open_online_store(meta: dict[str, Any]) -> Any:
 
     url = os.environ.get("LIVEREC_ONLINE_STORE") or meta["store_url"]
     return open_store(url, float(meta["store_timeout_s"]), meta["store_prefix"])
+
+
+def open_impression_log(meta: dict[str, Any]) -> Any:
+    """Where a served model logs its answers' impressions: $LIVEREC_IMPRESSIONS when set (``off``: not logged), else
+    the folder publish_online named (conf feedback.landing); None for a model published before impressions."""
+    from liverec.impressions import open_log
+
+    folder = os.environ.get("LIVEREC_IMPRESSIONS") or meta.get("impressions_landing")
+    return open_log(folder, float(meta.get("impressions_flush_seconds", 1.0)),
+                    int(meta.get("impressions_flush_rows", 5000)))
 
 
 class BaselineRanker:

@@ -111,6 +111,9 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
         "max_session": oconf.max_session, "max_exclude": oconf.max_exclude, "max_requests": oconf.max_requests,
         "store_url": tables.online_store_url(settings), "store_prefix": oconf.store_prefix,
         "store_timeout_s": oconf.store_timeout_s, "store_retry_s": oconf.store_retry_s,
+        "impressions_landing": tables.impressions_landing(settings),
+        "impressions_flush_seconds": settings.feedback.flush_seconds,
+        "impressions_flush_rows": settings.feedback.flush_rows,
         "key_env": settings.ids.key_env, "demo_key": settings.ids.demo_key if settings.demo_mode else None,
         "key_check": key_check(key),
     }

@@ -96,6 +96,7 @@ class Request:
     ignored: list[str] = field(default_factory=list)  # item ids not in the catalogue, left out, in request order
     warnings: list[str] = field(default_factory=list)  # degraded answers say why (the store unreachable)
     streamed: int = 0  # events of the session that came from the store's recent list (the stream), not the request
+    pseudo: str | None = None  # the user's pseudonym (None for a visitor): what the impressions name
 
 
 def _plain(v: Any) -> Any:
@@ -142,7 +143,7 @@ class RequestParsing:
         unknown = sorted(set(record) - set(REQUEST_FIELDS))
         if unknown:
             raise _request_error(f"unknown request field(s) {unknown}; a request has {list(REQUEST_FIELDS)}")
-        user, streamed, warnings = None, [], []
+        user, streamed, warnings, pseudo = None, [], [], None
         raw_user = _plain(record.get("user_id"))
         if not _missing(raw_user):
             if not isinstance(raw_user, (str, int)) or isinstance(raw_user, bool) or not str(raw_user).strip():
@@ -180,7 +181,7 @@ class RequestParsing:
         if user is None and not asked and not streamed and not warnings:
             raise _request_error("a request needs a known user_id, a session or a viewed item")
         # a visitor whose every item is new since the nightly run gets the popular items, not an error
-        return Request(user, session, viewing, int(k), exclude, ignored, warnings, len(streamed))
+        return Request(user, session, viewing, int(k), exclude, ignored, warnings, len(streamed), pseudo)
 
     def lookup_user(self, pseudo: str) -> tuple[UserState | None, list[Event], str | None]:
         raise NotImplementedError  # liverec.online.OnlineScorer reads the online store

@@ -188,6 +188,30 @@ USER_RECENT = StructType([  # kept fresh by stream_events (a MERGE per micro-bat
     StructField("updated_at", TimestampType(), False),  # when the last MERGE touched the row
 ])
 
+SILVER_IMPRESSIONS = StructType([  # liverec.impressions: one row per shown item, each impression once
+    _s("impression_id", False),  # <request_id>:<position>
+    _s("request_id", False),  # an online answer's id, or nightly:<ds>:<user_id> for a nightly list
+    _s("user_id"),  # HMAC-SHA256 pseudonym; null for a visitor
+    _s("item_id", False),
+    StructField("position", IntegerType(), False),  # 1 = first
+    _s("policy"),  # what chose the list: the ranker's (or baseline's) version
+    StructField("propensity", DoubleType(), False),  # P(the policy shows this list up to this position)
+    StructField("score", DoubleType(), True),  # the policy's score of the item
+    _s("surface", False),  # online | nightly
+    StructField("explored", BooleanType(), True),  # the list was sampled by exploration (feedback.exploration_*)
+    StructField("ts", TimestampType(), False),  # when it was shown
+    _s("ds", False),
+])
+
+FEEDBACK = StructType([  # silver.impressions of a ds with the events that followed (feedback.attribution_seconds)
+    *SILVER_IMPRESSIONS.fields[:-1],
+    StructField("clicked", BooleanType(), False),  # an attributed event is in feedback.click_events
+    StructField("events", LongType(), False),  # events attributed to the impression
+    StructField("first_event_ts", TimestampType(), True),
+    StructField("reward", DoubleType(), False),  # 1.0 when clicked
+    _s("ds", False),
+])
+
 SCHEMAS: dict[str, StructType] = {
     tables.BRONZE_EVENTS: BRONZE_EVENTS,
     tables.BRONZE_ITEMS: BRONZE_ITEMS,
@@ -204,4 +228,6 @@ SCHEMAS: dict[str, StructType] = {
     tables.RANKER_EXAMPLES: RANKER_EXAMPLES,
     tables.RANKER_ITEMS: RANKER_ITEMS,
     tables.USER_RECENT: USER_RECENT,
+    tables.SILVER_IMPRESSIONS: SILVER_IMPRESSIONS,
+    tables.FEEDBACK: FEEDBACK,
 }

@@ -13,7 +13,8 @@ Routes:
 - ``POST /invocations``: ``{"dataframe_records": [request, ...]}``, the body ``mlflow models serve`` takes;
   the answer is ``{"predictions": [row, ...]}`` with the pyfunc's ANSWER_COLUMNS;
 - ``POST /recommend``: one request object (``user_id``, ``session``, ``viewing``, ``k``, ``exclude``);
-  the answer is ``{"items": [...], "ignored_items": [...], "warnings": [...], "streamed": n, "model": ...}``;
+  the answer is ``{"items": [...], "ignored_items": [...], "warnings": [...], "streamed": n, "model": ...,
+  "request_id": ...}`` (the id its impressions carry, ``liverec.impressions``);
 - ``GET /health`` (the process is up), ``GET /ready`` (a model is loaded: its version, ds and the store's state),
   ``GET /metrics`` (Prometheus text: requests, errors by kind, a latency histogram, the scorer's counters).
 
@@ -213,10 +214,11 @@ class Server:
             if one:
                 rows = self.score(served, [body])
                 first = rows[0] if rows else {}
-                answer = {"items": [{k: r[k] for k in ("rank", "item_id", "title", "score", "source", "reason")}
-                                    for r in rows],
+                answer = {"items": [{k: r[k] for k in ("rank", "item_id", "title", "score", "source", "reason",
+                                                       "propensity")} for r in rows],
                           "ignored_items": first.get("ignored_items", []), "warnings": first.get("warnings", []),
-                          "streamed": first.get("streamed", 0), "model": served.version}
+                          "streamed": first.get("streamed", 0), "model": served.version,
+                          "request_id": first.get("request_id")}
             else:
                 if not isinstance(body, dict) or "dataframe_records" not in body:
                     raise _Refused("bad_request", 400, 'send {"dataframe_records": [{"user_id": ..., "session": '

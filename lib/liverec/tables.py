@@ -21,10 +21,12 @@ ITEM_NEIGHBORS = "gold.item_neighbors"
 RANKER_EXAMPLES = "gold.ranker_examples"
 RANKER_ITEMS = "gold.ranker_items"
 USER_RECENT = "gold.user_recent"
+SILVER_IMPRESSIONS = "silver.impressions"
+FEEDBACK = "gold.feedback"
 
 ALL_TABLES = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_SOCIAL, SILVER_EVENTS, SILVER_QUARANTINE, USER_PROFILES,
               USER_FACTORS, ITEM_FACTORS, EASE_WEIGHTS, RECOMMENDATIONS, ITEM_EMBEDDINGS, ITEM_NEIGHBORS,
-              RANKER_EXAMPLES, RANKER_ITEMS, USER_RECENT)
+              RANKER_EXAMPLES, RANKER_ITEMS, USER_RECENT, SILVER_IMPRESSIONS, FEEDBACK)
 
 # partition columns per table
 PARTITIONS: dict[str, tuple[str, ...]] = {
@@ -43,6 +45,8 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     RANKER_EXAMPLES: ("ds",),
     RANKER_ITEMS: ("ds",),
     USER_RECENT: (),  # one row per user, kept fresh by the stream's MERGE
+    SILVER_IMPRESSIONS: ("ds",),  # the impression's date
+    FEEDBACK: ("ds",),
 }
 
 
@@ -61,6 +65,19 @@ def stream_checkpoint(settings: Settings) -> str:
     if settings.stream.checkpoint:
         return settings.stream.checkpoint
     return f"{settings.lakehouse_root.rstrip('/')}/_checkpoints/stream_events"
+
+
+def impressions_landing(settings: Settings) -> str:
+    """Where servers write impression files: conf ``feedback.landing``, else ``<lakehouse_root>/_landing/impressions``
+    (``off``: impressions are not logged)."""
+    if settings.feedback.landing:
+        return settings.feedback.landing
+    return f"{settings.lakehouse_root.rstrip('/')}/_landing/impressions"
+
+
+def impressions_checkpoint(settings: Settings) -> str:
+    """collect_feedback's Structured Streaming checkpoint: which impression files it has read."""
+    return f"{settings.lakehouse_root.rstrip('/')}/_checkpoints/collect_feedback"
 
 
 def online_store_url(settings: Settings) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # what a stage reads or writes besides the Delta tables of liverec.tables
 INPUT_FILES = "files:input"  # the raw log, catalogue or edge list ingest is pointed at
 LANDING = "files:landing"  # the streaming landing folder (stream.landing)
+IMPRESSIONS_LANDING = "files:impressions"  # the servers' impression files (feedback.landing)
 RANKER_VERSION = "model:ranker"  # a new registered version of ranker.registered_model
 CHAMPION = "model:ranker@champion"  # the ranker.champion_alias of ranker.registered_model
 ONLINE_MODEL = "model:online"  # online.registered_model@online.alias

@@ -1,0 +1,108 @@
+"""Impressions and feedback (liverec.impressions, the collect_feedback stage): the servers' impression files and the
+nightly lists reach silver.impressions once each, and the events that followed an impression are credited to it in
+gold.feedback; every expectation below is worked out by hand from the rows the test writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from pyspark.sql import functions as F
+
+from liverec import impressions, lakehouse, tables
+from liverec.cli import main
+from tests.conftest import cli_args, settings_for
+
+DS = "2024-01-15"
+T = dt.datetime(2024, 1, 15, 12, 0, tzinfo=dt.UTC).timestamp()  # the online impressions' time
+
+
+def _shown(*items: str) -> list[dict]:
+    return [{"item_id": i, "score": 1.0 / p, "propensity": 1.0} for p, i in enumerate(items, start=1)]
+
+
+def test_the_log_writes_whole_files_and_survives_a_folder_it_cannot_write(tmp_path):
+    log = impressions.ImpressionLog(tmp_path / "landing", flush_seconds=3600, flush_rows=5)
+    log.add(impressions.rows_of("r1", "u1", _shown("a", "b", "c"), "ranker:m/1", "online", False, T))
+    assert log.files == 0 and not list((tmp_path / "landing").glob("*"))  # 3 rows wait for the 5th or a flush
+    log.add(impressions.rows_of("r2", None, _shown("d", "e"), "ranker:m/1", "online", False, T + 1))
+    files = sorted((tmp_path / "landing").glob("*"))  # the 5th row wrote them, as one file
+    assert len(files) == 1 and files[0].suffix == ".jsonl" and not files[0].name.startswith(".")
+    rows = [json.loads(x) for x in files[0].read_text().splitlines()]
+    assert [(r["impression_id"], r["item_id"], r["position"], r["user_id"]) for r in rows] == [
+        ("r1:1", "a", 1, "u1"), ("r1:2", "b", 2, "u1"), ("r1:3", "c", 3, "u1"), ("r2:1", "d", 1, None),
+        ("r2:2", "e", 2, None)]
+    assert rows[1]["score"] == 0.5 and rows[0]["ts"] == "2024-01-15T12:00:00+00:00"
+    log.close()
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    bad = impressions.ImpressionLog(blocked, flush_seconds=3600, flush_rows=100)
+    bad.add(impressions.rows_of("r3", "u1", _shown("a", "b"), "p", "online", False, T))
+    assert bad.flush() == 0 and bad.failed_rows == 2 and bad.written_rows == 0  # counted, not raised
+    bad.close()
+
+
+def _events(spark, rows):
+    """rows: (event_id, user, item, event_type, seconds after T)."""
+    data = [(e, u, i, t, None, dt.datetime.fromtimestamp(T + s, dt.UTC).replace(tzinfo=None), None, None, "test", DS)
+            for e, u, i, t, s in rows]
+    return spark.createDataFrame(data, "event_id string, user_id string, item_id string, event_type string, "
+                                       "value double, ts timestamp, session_id string, price double, source string, "
+                                       "ds string")
+
+
+def test_collect_feedback_keeps_each_impression_once_and_credits_the_latest_before_an_event(spark, tmp_path):
+    landing = tmp_path / "impressions"
+    conf = (f"feedback.landing={landing}", "feedback.attribution_seconds=3600", "feedback.click_events=[click]")
+    settings = settings_for(tmp_path, *conf)
+    run = ["run", "collect_feedback", *cli_args(settings), *[x for kv in conf for x in ("--set", kv)], "--ds", DS]
+    log = impressions.ImpressionLog(landing, flush_seconds=3600, flush_rows=10_000)
+    log.add(impressions.rows_of("A", "u1", _shown("i1", "i2", "i3"), "ranker:m/1", "online", False, T))
+    log.add(impressions.rows_of("B", None, _shown("i1", "i2"), "ranker:m/1", "online", False, T + 5))  # a visitor
+    log.flush()
+    first = next(landing.glob("*.jsonl"))
+    (landing / "copy-of-the-first.jsonl").write_bytes(first.read_bytes())  # delivered twice
+    log.add(impressions.rows_of("C", "u1", _shown("i2"), "ranker:m/1", "online", False, T + 30))
+    log.flush()
+    (landing / "bad.jsonl").write_text(json.dumps({**impressions.rows_of("D", "u1", _shown("i9"), "p", "online", False,
+                                                                        T)[0], "propensity": 0.0}) + "\n")
+    lakehouse.append(spark, settings, tables.SILVER_EVENTS, _events(spark, [
+        ("e1", "u1", "i2", "click", 60),  # after A (t) and C (t + 30): credited to C, the latest before it
+        ("e2", "u1", "i3", "click", 7200),  # two hours after A: outside the hour
+        ("e3", "u1", "i1", "click", -10),  # before A
+        ("e4", "u1", "i1", "view", 100),  # credited to A's i1, but a view is not a click
+        ("e5", "u2", "i2", "click", 10),  # another user
+    ]))
+    recs = spark.createDataFrame([("u1", 1, "n1", 0.9, "r", "als", None, "als:x", DS),
+                                  ("u1", 2, "n2", 0.8, "r", "als", None, "als:x", DS)],
+                                 "user_id string, rank int, item_id string, score double, reason string, source "
+                                 "string, model_run_id string, model_version string, ds string")
+    lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, recs, {"ds": DS})
+
+    assert main(run) == 0
+    shown = lakehouse.read(spark, settings, tables.SILVER_IMPRESSIONS)
+    got = sorted((r["impression_id"], r["ds"], r["propensity"]) for r in shown.collect())
+    assert got == sorted([("A:1", DS, 1.0), ("A:2", DS, 1.0), ("A:3", DS, 1.0), ("B:1", DS, 1.0), ("B:2", DS, 1.0),
+                          ("C:1", DS, 1.0),  # each once though its file came twice; D (propensity 0) left out
+                          ("nightly:2024-01-15:u1:1", "2024-01-16", 1.0),  # shown from the next midnight
+                          ("nightly:2024-01-15:u1:2", "2024-01-16", 1.0)])
+    feedback = {r["impression_id"]: (r["clicked"], r["events"], r["reward"]) for r in
+                lakehouse.read(spark, settings, tables.FEEDBACK).where(F.col("ds") == DS).collect()}
+    assert feedback == {"A:1": (False, 1, 0.0), "A:2": (False, 0, 0.0), "A:3": (False, 0, 0.0),
+                        "B:1": (False, 0, 0.0), "B:2": (False, 0, 0.0), "C:1": (True, 1, 1.0)}
+
+    # a rerun, and a file that repeats impression C, add nothing
+    (landing / "late-repeat.jsonl").write_text(
+        json.dumps(impressions.rows_of("C", "u1", _shown("i2"), "ranker:m/1", "online", False, T + 30)[0]) + "\n")
+    assert main(run) == 0
+    again = lakehouse.read(spark, settings, tables.SILVER_IMPRESSIONS)
+    assert again.count() == 8 and again.select("impression_id").distinct().count() == 8
+    assert lakehouse.read(spark, settings, tables.FEEDBACK).where(F.col("ds") == DS).count() == 6
+
+
+def test_collect_feedback_refuses_an_empty_click_list(tmp_path, capsys):
+    settings = settings_for(tmp_path)
+    assert main(["run", "collect_feedback", *cli_args(settings), "--set", "feedback.click_events=[]", "--ds", DS]) != 0
+    assert "feedback.click_events" in capsys.readouterr().err
+
