@@ -31,6 +31,9 @@ $(STAMP): Makefile pyproject.toml requirements/constraints.txt lib/liverec/jars.
 	# Petastorm 0.13.1 pins setuptools<70, which conflicts with torch: install it alone, without deps
 	$(PIP) install -c requirements/constraints.txt $(PETASTORM_DEPS)
 	$(PIP) install --no-deps petastorm==0.13.1
+	# tests only: the Open Bandit Pipeline as an oracle for liverec.offpolicy (tests/test_offpolicy.py); its
+	# releases' declared dependencies do not fit Python 3.11, its estimators need only these beside the pinned stack
+	$(PIP) install --no-deps obp==0.4.1 seaborn==0.13.2 mypy_extensions==1.2.0
 	# the Delta jar, copied among pyspark's jars (Spark's resolver, else mvn into ~/.m2)
 	mkdir -p $(SCRATCH)/tmp
 	$(BIN)/python -m liverec.jars

@@ -243,3 +243,18 @@ def test_feedback_conf_defaults_explore_nothing():
     assert feedback.exploration_temperature == 0.0 and feedback.exploration_share == 0.0
     assert (feedback.ope_clip, feedback.ope_bootstrap, feedback.ope_confidence) == (100.0, 200, 0.95)
     assert isinstance(feedback.ope_bootstrap, int) and isinstance(feedback.ope_clip, float)
+
+
+def test_the_mixture_of_a_fixed_list_and_exploration_sums_to_one_over_all_lists():
+    greedy, share, t = np.array([3, 0]), 0.3, 0.7  # a served list that is not the top 2 by score (1, 3)
+    lists = list(itertools.permutations(range(4), 2))
+    props = {lst: op.mixture_propensities(SCORES, np.array(lst), greedy, t, share) for lst in lists}
+    assert sum(p[-1] for p in props.values()) == pytest.approx(1.0, abs=1e-12)
+    # by hand: the served list keeps 1 - share on top of its PL probability; another list only its PL share
+    assert props[(3, 0)][1] == pytest.approx(0.7 + 0.3 * pl_probability(SCORES, (3, 0), t), rel=1e-12)
+    assert props[(3, 1)][0] == pytest.approx(0.7 + 0.3 * pl_probability(SCORES, (3,), t), rel=1e-12)
+    assert props[(3, 1)][1] == pytest.approx(0.3 * pl_probability(SCORES, (3, 1), t), rel=1e-12)
+    assert props[(1, 3)][0] == pytest.approx(0.3 * pl_probability(SCORES, (1,), t), rel=1e-12)
+    np.testing.assert_array_equal(op.mixture_propensities(SCORES, greedy, greedy, t, 0.0), [1.0, 1.0])
+    with pytest.raises(ValueError):
+        op.mixture_propensities(SCORES, greedy, greedy, t, 1.5)

@@ -481,3 +481,41 @@ def test_the_served_artifact_holds_nothing_per_user(ml100k_pipeline, tmp_path):
     text = npz.read_bytes() + json.dumps(meta).encode()
     assert pseudonymise_value("196", key).encode() not in text  # a user's pseudonym is nowhere in it
     assert local
+
+
+def test_exploration_shows_lists_as_often_as_the_propensities_it_logs(ml100k_pipeline, online_model):
+    """feedback.exploration_share 0.5 at temperature 1: the first item's frequency over many answers to one request
+    is the position-1 propensity the answers carry (a Monte-Carlo check, independent of how it is computed); the
+    served list keeps at least 1 - share; propensities never grow down a list; the impressions say which answers
+    explored."""
+    import math
+
+    scorer = online_model.unwrap_python_model().scorer
+    saved, saved_rng = dict(scorer.meta), scorer.rng
+    scorer.meta.update(exploration_share=0.5, exploration_temperature=1.0)
+    scorer.rng = np.random.default_rng(7)
+    n = 400
+    try:
+        out = pd.concat([scorer.answer([{"user_id": None, "session": _clicks(STAR_WARS), "k": 5}]) for _ in range(n)])
+    finally:
+        scorer.meta.clear()
+        scorer.meta.update(saved)
+        scorer.rng = saved_rng
+    lists = {rid: tuple(g.sort_values("rank")["item_id"]) for rid, g in out.groupby("request_id")}
+    assert len(lists) == n and len(set(lists.values())) > 5  # it explores
+    served = tuple(scorer.answer([{"user_id": None, "session": _clicks(STAR_WARS), "k": 5}])["item_id"])
+    firsts = out[out["rank"] == 1]
+    for _, group in firsts.groupby("item_id"):
+        p = group["propensity"].iloc[0]
+        assert np.allclose(group["propensity"], p) and abs(len(group) / n - p) <= 4 * math.sqrt(p * (1 - p) / n) + 1e-3
+    assert firsts[firsts["item_id"] == served[0]]["propensity"].iloc[0] >= 0.5
+    for _, g in out.groupby("request_id"):
+        assert np.all(np.diff(g.sort_values("rank")["propensity"].to_numpy()) <= 1e-12)
+    scorer.impressions.flush()
+    explored = {}
+    for f in Path(tables.impressions_landing(ml100k_pipeline)).glob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            if r["request_id"] in lists:
+                explored[r["request_id"]] = r["explored"]
+    assert len(explored) == n and abs(sum(explored.values()) - n / 2) <= 4 * math.sqrt(n / 4)

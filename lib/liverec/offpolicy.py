@@ -158,6 +158,19 @@ def prefix_propensities(scores: np.ndarray, shown: np.ndarray, temperature: floa
     return out[0] if single else out
 
 
+def mixture_propensities(scores: np.ndarray, shown: np.ndarray, greedy: np.ndarray, temperature: float,
+                         share: float) -> np.ndarray:
+    """Prefix propensities of one list ``shown`` (k,) under the policy that explores with probability ``share``
+    (PL(scores, temperature)) and otherwise shows ``greedy`` (k,), a fixed list (the served one, which need not be
+    the top k by score): ``share * PL prefix + (1 - share) * [the prefix is greedy's]``."""
+    sh, gr = np.asarray(shown, dtype=np.int64), np.asarray(greedy, dtype=np.int64)
+    if sh.shape != gr.shape or not 0.0 <= share <= 1.0:
+        raise ValueError(f"shown and greedy must have one shape and share be in [0, 1] (got {sh.shape}, {gr.shape}, "
+                         f"{share})")
+    pl = prefix_propensities(scores, sh, temperature) if share > 0 else np.zeros(len(sh))
+    return share * pl + (1.0 - share) * np.cumprod(sh == gr).astype(np.float64)
+
+
 def expected_rewards(scores: np.ndarray, q_items: np.ndarray, shown: np.ndarray, temperature: float) -> np.ndarray:
     """qbar for every position: the expected reward at p under PL(scores, temperature)'s choice at p given the
     logged prefix shown[:, :p] (positions 0-based here), ``sum over the remaining j of P(j | prefix) q_j``.

@@ -97,6 +97,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         self.key, self.meta, self.ranker, self.store = key, meta, ranker, store
         self.impressions = impressions  # liverec.impressions.ImpressionLog, or None: answers not logged
         self.policy = str(meta.get("ranker_version") or f"baseline:{meta.get('baseline')}")
+        self.rng = np.random.default_rng()  # exploration's draws (feedback.exploration_*)
         self.counters = dict.fromkeys(COUNTERS, 0)  # since the scorer loaded
         self._store_down_until = 0.0  # monotonic time before which a failed store is not asked again
         for name, arr in arrays.items():
@@ -274,14 +275,38 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         picks = [int(pool[p]) for p in mmr_order(rel, self.div[[cands[i] for i in pool]], req.k,
                                                    self.meta["mmr_lambda"])]
         picks = self.session_slots(picks, cands, found, scores, req.k)
+        picks, propensity = self.explore(req, picks, pool, scores)
         out = []
         for r, p in enumerate(picks, start=1):
             i = cands[p]
             source, via = found[i]
             out.append({"rank": r, "item_id": self.item_ids[i], "title": self.meta["titles"][i],
                         "score": float(scores[p]), "source": source,
-                        "reason": self.reason(req, i, source, via), "propensity": 1.0})
+                        "reason": self.reason(req, i, source, via), "propensity": float(propensity[r - 1])})
         return out
+
+    def explore(self, req: Request, picks: list[int], pool: np.ndarray, scores: np.ndarray
+                ) -> tuple[list[int], np.ndarray]:
+        """(the list to show, its prefix propensities). With ``feedback.exploration_share`` of the requests (and a
+        positive ``feedback.exploration_temperature``) the list is drawn by Plackett-Luce over the served list and
+        the ``recommend.mmr_pool`` best-scored candidates, their scores z-scored over that set
+        (``liverec.offpolicy``); otherwise it is the served list. Either way the propensities are the mixture's:
+        what the impressions log for off-policy evaluation (1.0 everywhere when exploration is off)."""
+        from liverec import offpolicy
+
+        share, temperature = float(self.meta.get("exploration_share", 0.0)), \
+            float(self.meta.get("exploration_temperature", 0.0))
+        if share <= 0 or temperature <= 0 or not picks:
+            return picks, np.ones(len(picks))
+        arms = list(dict.fromkeys([*picks, *pool.tolist()]))  # the served list first: its positions are 0..k-1
+        z = scores[arms]
+        z = (z - z.mean()) / (z.std() if z.std() > 0 else 1.0)
+        greedy = np.arange(len(picks))
+        shown = greedy
+        if self.rng.random() < share:
+            shown, _ = offpolicy.sample_list(z, len(picks), temperature, self.rng)
+            req.explored = True
+        return [arms[i] for i in shown], offpolicy.mixture_propensities(z, shown, greedy, temperature, share)
 
     def session_slots(self, picks: list[int], cands: list[int], found: dict[int, tuple[str, int | None]],
                       scores: np.ndarray, k: int) -> list[int]:
@@ -352,7 +377,8 @@ class OnlineScorer(RequestParsing, DenseFeatures):
             if self.impressions is not None and rows:
                 from liverec.impressions import rows_of
 
-                self.impressions.add(rows_of(request_id, req.pseudo, rows, self.policy, "online", False, time.time()))
+                self.impressions.add(rows_of(request_id, req.pseudo, rows, self.policy, "online", req.explored,
+                                             time.time()))
         return out
 
     def answer(self, records: list[dict[str, Any]]) -> pd.DataFrame:

@@ -111,6 +111,8 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
         "max_session": oconf.max_session, "max_exclude": oconf.max_exclude, "max_requests": oconf.max_requests,
         "store_url": tables.online_store_url(settings), "store_prefix": oconf.store_prefix,
         "store_timeout_s": oconf.store_timeout_s, "store_retry_s": oconf.store_retry_s,
+        "exploration_share": settings.feedback.exploration_share,
+        "exploration_temperature": settings.feedback.exploration_temperature,
         "impressions_landing": tables.impressions_landing(settings),
         "impressions_flush_seconds": settings.feedback.flush_seconds,
         "impressions_flush_rows": settings.feedback.flush_rows,

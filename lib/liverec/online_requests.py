@@ -97,6 +97,7 @@ class Request:
     warnings: list[str] = field(default_factory=list)  # degraded answers say why (the store unreachable)
     streamed: int = 0  # events of the session that came from the store's recent list (the stream), not the request
     pseudo: str | None = None  # the user's pseudonym (None for a visitor): what the impressions name
+    explored: bool = False  # the answer was drawn by exploration (OnlineScorer.explore)
 
 
 def _plain(v: Any) -> Any:
