@@ -95,6 +95,7 @@ def test_the_pipeline_order_follows_what_each_stage_reads_and_writes():
         IMPRESSIONS_LANDING,
         INPUT_FILES,
         LANDING,
+        OFFPOLICY_REPORT,
         ONLINE_MODEL,
         ONLINE_STORE,
         RANKER_VERSION,
@@ -104,7 +105,7 @@ def test_the_pipeline_order_follows_what_each_stage_reads_and_writes():
     assert PIPELINE == ("ingest", "clean", "embed_items", "build_profiles", "train_als", "train_ease",
                         "build_ranker_examples", "train_ranker", "recommend_nightly", "publish_online", "evaluate")
     known = {*tables.ALL_TABLES, CHAMPION, EVALUATION_REPORT, IMPRESSIONS_LANDING, INPUT_FILES, LANDING, ONLINE_MODEL,
-             ONLINE_STORE, RANKER_VERSION}
+             ONLINE_STORE, RANKER_VERSION, OFFPOLICY_REPORT}
     for i, name in enumerate(PIPELINE):
         stage = STAGES[name]
         assert set(stage.reads) | set(stage.writes) <= known, name

@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 # one row per shown item: the impression's id (request id and position), the request, the pseudonymised user (null
 # for a visitor), the item, its position (1 = first), the policy that chose the list (the ranker's version), the
 # prefix propensity, the policy's score, where it was shown (SURFACES), whether the list was sampled by exploration,
-# and when
+# the candidates exploration drew from and their standardised scores (on position 1 of an answer served with
+# exploration on, the served list first; else null: what evaluate_offpolicy replays other policies on), and when
 IMPRESSION_FIELDS = ("impression_id", "request_id", "user_id", "item_id", "position", "policy", "propensity", "score",
-                     "surface", "explored", "ts")
+                     "surface", "explored", "pool", "pool_scores", "ts")
 SURFACES = ("online", "nightly")
 
 
@@ -46,12 +47,15 @@ def impression_id(request_id: str, position: int) -> str:
 
 
 def rows_of(request_id: str, user_id: str | None, shown: list[dict[str, Any]], policy: str, surface: str,
-            explored: bool, ts: float) -> list[dict[str, Any]]:
-    """IMPRESSION_FIELDS rows of one answer: ``shown`` holds per position (in order) item_id, score, propensity."""
+            explored: bool, ts: float, pool: tuple[list[str], list[float]] | None = None) -> list[dict[str, Any]]:
+    """IMPRESSION_FIELDS rows of one answer: ``shown`` holds per position (in order) item_id, score, propensity;
+    ``pool`` (item ids, standardised scores) goes on the first row."""
     when = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
     return [{"impression_id": impression_id(request_id, p), "request_id": request_id, "user_id": user_id,
              "item_id": s["item_id"], "position": p, "policy": policy, "propensity": float(s["propensity"]),
-             "score": float(s["score"]), "surface": surface, "explored": explored, "ts": when}
+             "score": float(s["score"]), "surface": surface, "explored": explored,
+             "pool": pool[0] if pool is not None and p == 1 else None,
+             "pool_scores": [float(x) for x in pool[1]] if pool is not None and p == 1 else None, "ts": when}
             for p, s in enumerate(shown, start=1)]
 
 
@@ -128,9 +132,10 @@ def open_log(folder: str | None, flush_seconds: float, flush_rows: int) -> Impre
 # --------------------------------------------------------------------------- Spark: landing -> tables
 
 def landing_schema() -> Any:
-    from pyspark.sql.types import BooleanType, DoubleType, IntegerType, StringType, StructField, StructType
+    from pyspark.sql.types import ArrayType, BooleanType, DoubleType, IntegerType, StringType, StructField, StructType
 
-    types = {"position": IntegerType(), "propensity": DoubleType(), "score": DoubleType(), "explored": BooleanType()}
+    types = {"position": IntegerType(), "propensity": DoubleType(), "score": DoubleType(), "explored": BooleanType(),
+             "pool": ArrayType(StringType()), "pool_scores": ArrayType(DoubleType())}
     return StructType([StructField(c, types.get(c, StringType())) for c in IMPRESSION_FIELDS])
 
 
@@ -164,6 +169,7 @@ def nightly(recs: Any, ds: str, ts: dt.datetime) -> Any:
                     request.alias("request_id"), "user_id", "item_id", F.col("rank").alias("position"),
                     F.col("model_version").alias("policy"), F.lit(1.0).alias("propensity"), "score",
                     F.lit("nightly").alias("surface"), F.lit(False).alias("explored"),
+                    F.lit(None).cast("array<string>").alias("pool"), F.lit(None).cast("array<double>").alias("pool_scores"),
                     F.lit(ts).cast("timestamp").alias("ts"), F.lit(ts.strftime("%Y-%m-%d")).alias("ds")))
 
 

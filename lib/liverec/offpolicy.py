@@ -171,6 +171,62 @@ def mixture_propensities(scores: np.ndarray, shown: np.ndarray, greedy: np.ndarr
     return share * pl + (1.0 - share) * np.cumprod(sh == gr).astype(np.float64)
 
 
+def replay(pool_scores: np.ndarray, shown: np.ndarray, temperature: float, share: float) -> np.ndarray:
+    """Prefix propensities, under a mixture policy (``mixture_propensities``) whose fixed list is each pool's
+    first k candidates (the served list, as the impressions log pools), of logged lists: ``pool_scores`` (n_lists,
+    m), padded with -inf, ``shown`` (n_lists, k) indices into each pool -> (n_lists, k)."""
+    sh = np.asarray(shown, dtype=np.int64)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    served = np.cumprod(sh == np.arange(sh.shape[1])[None, :], axis=1).astype(np.float64)
+    pl = prefix_propensities(pool_scores, sh, temperature) if share > 0 else 0.0
+    return share * pl + (1.0 - share) * served
+
+
+def replay_expected_rewards(pool_scores: np.ndarray, q_items: np.ndarray, shown: np.ndarray, temperature: float,
+                            share: float) -> np.ndarray:
+    """qbar of ``replay``'s mixture: at each position the expected reward of the target's pick given the logged
+    prefix, the PL part's (``expected_rewards``) and the served list's (its item at p) weighted by the probability
+    each gives that prefix; 0 where the target cannot produce the prefix. ``q_items`` (n_lists, k, m)."""
+    sh = np.asarray(shown, dtype=np.int64)
+    q = np.asarray(q_items, dtype=np.float64)
+    n, k = sh.shape
+    ones = np.ones((n, 1))
+    served_before = np.hstack([ones, np.cumprod(sh == np.arange(k)[None, :], axis=1)[:, :-1]]).astype(np.float64)
+    q_served = q[:, np.arange(k), np.arange(k)]  # the served item at p is the pool's candidate p
+    if share > 0:
+        pl_before = np.hstack([ones, prefix_propensities(pool_scores, sh, temperature)[:, :-1]])
+        e_pl = expected_rewards(pool_scores, q, sh, temperature)
+    else:
+        pl_before, e_pl = np.zeros((n, k)), np.zeros((n, k))
+    num = share * pl_before * e_pl + (1.0 - share) * served_before * q_served
+    den = share * pl_before + (1.0 - share) * served_before
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def fit_click_model(z: np.ndarray, position: np.ndarray, clicked: np.ndarray, iterations: int = 25) -> np.ndarray:
+    """A logistic regression of a click on (1, standardised score, 1 / log2(position + 1)), by Newton's method with
+    a small ridge: the reward model of the doubly robust estimate, from the logged rows. -> coefficients (3,)."""
+    x = np.column_stack([np.ones(len(z)), z, 1.0 / np.log2(np.asarray(position, dtype=np.float64) + 1.0)])
+    y = np.asarray(clicked, dtype=np.float64)
+    beta = np.zeros(3)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ beta)))
+        grad = x.T @ (y - p) - 1e-6 * beta
+        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-6 * np.eye(3)
+        step = np.linalg.solve(hess, grad)
+        beta = beta + step
+        if np.abs(step).max() < 1e-10:
+            break
+    return beta
+
+
+def click_model(beta: np.ndarray, z: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """The fitted click probability of candidates with standardised scores ``z`` at ``position`` (broadcast)."""
+    logit = beta[0] + beta[1] * np.asarray(z, dtype=np.float64) + beta[2] / np.log2(np.asarray(position) + 1.0)
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
 def expected_rewards(scores: np.ndarray, q_items: np.ndarray, shown: np.ndarray, temperature: float) -> np.ndarray:
     """qbar for every position: the expected reward at p under PL(scores, temperature)'s choice at p given the
     logged prefix shown[:, :p] (positions 0-based here), ``sum over the remaining j of P(j | prefix) q_j``.

@@ -275,7 +275,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         picks = [int(pool[p]) for p in mmr_order(rel, self.div[[cands[i] for i in pool]], req.k,
                                                    self.meta["mmr_lambda"])]
         picks = self.session_slots(picks, cands, found, scores, req.k)
-        picks, propensity = self.explore(req, picks, pool, scores)
+        picks, propensity = self.explore(req, picks, pool, scores, cands)
         out = []
         for r, p in enumerate(picks, start=1):
             i = cands[p]
@@ -285,7 +285,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
                         "reason": self.reason(req, i, source, via), "propensity": float(propensity[r - 1])})
         return out
 
-    def explore(self, req: Request, picks: list[int], pool: np.ndarray, scores: np.ndarray
+    def explore(self, req: Request, picks: list[int], pool: np.ndarray, scores: np.ndarray, cands: list[int]
                 ) -> tuple[list[int], np.ndarray]:
         """(the list to show, its prefix propensities). With ``feedback.exploration_share`` of the requests (and a
         positive ``feedback.exploration_temperature``) the list is drawn by Plackett-Luce over the served list and
@@ -303,6 +303,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         z = (z - z.mean()) / (z.std() if z.std() > 0 else 1.0)
         greedy = np.arange(len(picks))
         shown = greedy
+        req.pool = ([self.item_ids[cands[a]] for a in arms], z.tolist())  # what the impressions log
         if self.rng.random() < share:
             shown, _ = offpolicy.sample_list(z, len(picks), temperature, self.rng)
             req.explored = True
@@ -378,7 +379,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
                 from liverec.impressions import rows_of
 
                 self.impressions.add(rows_of(request_id, req.pseudo, rows, self.policy, "online", req.explored,
-                                             time.time()))
+                                             time.time(), req.pool))
         return out
 
     def answer(self, records: list[dict[str, Any]]) -> pd.DataFrame:

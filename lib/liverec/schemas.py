@@ -199,6 +199,10 @@ SILVER_IMPRESSIONS = StructType([  # liverec.impressions: one row per shown item
     StructField("score", DoubleType(), True),  # the policy's score of the item
     _s("surface", False),  # online | nightly
     StructField("explored", BooleanType(), True),  # the list was sampled by exploration (feedback.exploration_*)
+    # on position 1 of an answer served with exploration on: the candidates it drew from (the served list first)
+    # and their standardised scores, what evaluate_offpolicy replays other policies on; else null
+    StructField("pool", ArrayType(StringType()), True),
+    StructField("pool_scores", ArrayType(DoubleType()), True),
     StructField("ts", TimestampType(), False),  # when it was shown
     _s("ds", False),
 ])

@@ -32,6 +32,7 @@ CHAMPION = "model:ranker@champion"  # the ranker.champion_alias of ranker.regist
 ONLINE_MODEL = "model:online"  # online.registered_model@online.alias
 ONLINE_STORE = "store:online"  # the online feature store (online.store): users' records and recent events
 EVALUATION_REPORT = "report:evaluation"  # evaluate.report_dir/<ds>
+OFFPOLICY_REPORT = "report:offpolicy"  # evaluate.report_dir/<ds>/offpolicy.json
 
 # the Airflow DAGs a stage can be a task of (airflow_dags/liverec_<dag>.py)
 NIGHTLY, TRAINING = "nightly", "training"

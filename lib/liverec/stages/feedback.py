@@ -1,5 +1,6 @@
 """``collect_feedback``: the impressions the servers logged and the nightly lists of ds -> silver.impressions (each
-once), and the impressions of ds with the events that followed them -> gold.feedback (``liverec.impressions``)."""
+once), and the impressions of ds with the events that followed them -> gold.feedback (``liverec.impressions``);
+``evaluate_offpolicy``: other policies' value estimated from gold.feedback (``liverec.offpolicy``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from liverec import tables
 from liverec.errors import InputError
-from liverec.stages.base import IMPRESSIONS_LANDING, Context, Stage, log_conf
+from liverec.stages.base import IMPRESSIONS_LANDING, OFFPOLICY_REPORT, Context, Stage, log_conf
 
 QUERY_NAME = "liverec_collect_feedback"
 
@@ -88,10 +89,129 @@ def run_collect_feedback(ctx: Context, args: argparse.Namespace) -> dict[str, An
     return {**totals, "nightly_new": nightly_new, "feedback_rows": n, "clicked": clicked}
 
 
+def _policy(text: str) -> tuple[float, float]:
+    """``T:SHARE`` -> (temperature, share)."""
+    try:
+        t, share = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a policy is TEMPERATURE:SHARE (e.g. 0:0 for the served list), got {text!r}") from None
+    if t < 0 or not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"temperature >= 0 and 0 <= share <= 1, got {text!r}")
+    return t, share
+
+
+def _ope_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", action="append", type=_policy, default=None,
+                   help="a policy to evaluate, TEMPERATURE:SHARE: the served list, with SHARE of the requests drawn "
+                        "by Plackett-Luce at TEMPERATURE over the logged candidates (repeatable; default 0:0, the "
+                        "served list without exploration)")
+
+
+def logged_lists(rows: Any) -> tuple[dict[str, Any], dict[str, int]]:
+    """The online answers of gold.feedback rows (pandas: request_id, position, clicked, propensity, item_id, pool,
+    pool_scores) that can be replayed: a pool (exploration was on), positions 1..k, the most common k, every shown
+    item in the pool. -> (arrays: reward, behaviour, shown, scores padded with -inf, z_shown, position; counts)."""
+    import numpy as np
+
+    counts = {"answers": int(rows["request_id"].nunique())}
+    lists = []
+    for _, g in rows.sort_values(["request_id", "position"]).groupby("request_id", sort=False):
+        pool = next((p for p in g["pool"] if p is not None), None)
+        pool_scores = next((p for p in g["pool_scores"] if p is not None), None)
+        if pool is None or pool_scores is None or list(g["position"]) != list(range(1, len(g) + 1)):
+            continue
+        at = {item: n for n, item in enumerate(pool)}
+        shown = [at.get(i, -1) for i in g["item_id"]]
+        if min(shown) < 0:
+            continue
+        lists.append((np.asarray(g["clicked"], dtype=np.float64), np.asarray(g["propensity"], dtype=np.float64),
+                      np.asarray(shown), np.asarray(pool_scores, dtype=np.float64)))
+    counts["with_pool"] = len(lists)
+    if not lists:
+        return {}, {**counts, "replayed": 0, "k": 0}
+    k = int(np.bincount([len(x[0]) for x in lists]).argmax())
+    lists = [x for x in lists if len(x[0]) == k]
+    m = max(len(x[3]) for x in lists)
+    scores = np.full((len(lists), m), -np.inf)
+    for n, x in enumerate(lists):
+        scores[n, :len(x[3])] = x[3]
+    shown = np.stack([x[2] for x in lists])
+    arrays = {"reward": np.stack([x[0] for x in lists]), "behaviour": np.stack([x[1] for x in lists]),
+              "shown": shown, "scores": scores, "z_shown": np.take_along_axis(scores, shown, axis=1),
+              "position": np.tile(np.arange(1, k + 1), (len(lists), 1))}
+    return arrays, {**counts, "replayed": len(lists), "k": k}
+
+
+def run_evaluate_offpolicy(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import json
+
+    import mlflow
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from liverec import lakehouse, offpolicy
+
+    spark, settings, progress, ds, conf = ctx.spark, ctx.settings, ctx.progress, ctx.ds, ctx.settings.feedback
+    if not lakehouse.exists(spark, settings, tables.FEEDBACK):
+        raise InputError("gold.feedback does not exist yet: run collect_feedback first")
+    fb = (lakehouse.read(spark, settings, tables.FEEDBACK)
+          .where((F.col("ds") == ds) & (F.col("surface") == "online"))
+          .select("request_id", "position", F.col("clicked").cast("int").alias("clicked"), "propensity", "item_id",
+                  "pool", "pool_scores"))
+    # the logged answers of one ds come to the driver as arrays (lists x k): the estimators' bootstrap resamples lists
+    arrays, counts = logged_lists(fb.toPandas())
+    progress.step("logged answers", counts["answers"], with_pool=counts["with_pool"], replayed=counts["replayed"],
+                  k=counts["k"])
+    if not arrays:
+        raise InputError(f"no online answer of ds {ds} can be replayed: they carry their candidate pool only when "
+                         "feedback.exploration_share and exploration_temperature are positive")
+    r, b, sh, scores = arrays["reward"], arrays["behaviour"], arrays["shown"], arrays["scores"]
+    beta = offpolicy.fit_click_model(arrays["z_shown"].ravel(), arrays["position"].ravel(), r.ravel())
+    k = r.shape[1]
+    finite = np.isfinite(scores)
+    q_items = np.where(finite[:, None, :], offpolicy.click_model(beta, np.where(finite, scores, 0.0)[:, None, :],
+                                                                  np.arange(1, k + 1)[None, :, None]), 0.0)
+    q = np.take_along_axis(q_items, sh[:, :, None], axis=2)[:, :, 0]
+    boot = {"n_boot": conf.ope_bootstrap, "confidence": conf.ope_confidence}
+    report = {"ds": ds, **counts, "logged_clicks_per_list": float(r.sum(axis=1).mean()),
+              "click_model": [float(x) for x in beta], "policies": []}
+    progress.info(f"logged policy: {report['logged_clicks_per_list']:.4f} clicks per list over {len(r):,} lists")
+    for t, share in (args.policy or [(0.0, 0.0)]):
+        e = offpolicy.replay(scores, sh, t, share)
+        qbar = offpolicy.replay_expected_rewards(scores, q_items, sh, t, share)
+        name = f"T{t:g}_share{share:g}"
+        out = {}
+        for kind in offpolicy.POSITION_WEIGHTINGS:
+            alpha = offpolicy.position_weights(k, kind)
+            ests = [offpolicy.ips(r, b, e, alpha, **boot), offpolicy.clipped_ips(r, b, e, conf.ope_clip, alpha, **boot),
+                    offpolicy.snips(r, b, e, alpha, **boot), offpolicy.cascade_dr(r, b, e, q, qbar, alpha, **boot)]
+            out[kind] = [x.as_dict() for x in ests]
+            for x in ests:
+                mlflow.log_metrics({f"ope.{name}.{kind}.{x.name}.{m}": float(getattr(x, m))
+                                    for m in ("value", "ci_low", "ci_high", "ess")})
+            snips = ests[2]
+            progress.info(f"policy {name} {kind}: " + ", ".join(f"{x.name} {x.value:.4f} [{x.ci_low:.4f}, "
+                                                                  f"{x.ci_high:.4f}]" for x in ests)
+                          + f" (ESS {snips.ess:,.0f})")
+        report["policies"].append({"temperature": t, "share": share, "name": name, "estimates": out})
+    folder = Path(settings.evaluate.report_dir) / ds
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "offpolicy.json").write_text(json.dumps(report, indent=1))
+    mlflow.log_artifact(str(folder / "offpolicy.json"))
+    progress.step("report", len(report["policies"]), path=str(folder / "offpolicy.json"))
+    return {**counts, "logged_clicks_per_list": report["logged_clicks_per_list"]}
+
+
 STAGES = (
     Stage("collect_feedback", "impression files + the nightly lists -> silver.impressions (each once, by id); the "
           "impressions of ds with the events that followed -> gold.feedback; not part of the pipeline",
           reads=(IMPRESSIONS_LANDING, tables.RECOMMENDATIONS, tables.SILVER_EVENTS, tables.SILVER_IMPRESSIONS),
           writes=(tables.SILVER_IMPRESSIONS, tables.FEEDBACK), run=run_collect_feedback, add_arguments=_arguments,
           pipeline=False),
+    Stage("evaluate_offpolicy", "gold.feedback of ds -> IPS, clipped IPS, SNIPS and cascade DR estimates (bootstrap "
+          "intervals, ESS) of other policies replayed on the logged answers' candidates (MLflow, "
+          "<report_dir>/<ds>/offpolicy.json); not part of the pipeline",
+          reads=(tables.FEEDBACK,), writes=(OFFPOLICY_REPORT,), run=run_evaluate_offpolicy,
+          add_arguments=_ope_arguments, pipeline=False),
 )
