@@ -142,6 +142,8 @@ def _run_stages(names: Sequence[str], args: argparse.Namespace, extra: dict[str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "forget":  # `liverec forget --users FILE` is `liverec run forget --users FILE`
+        argv = ["run", *argv]
     label = "liverec"
     if argv and argv[0] in {"run", "pipeline", "generate"}:
         label = f"liverec {argv[1]}" if argv[0] == "run" and len(argv) > 1 else f"liverec {argv[0]}"

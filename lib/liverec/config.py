@@ -170,6 +170,17 @@ class FeedbackSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    popularity_epsilon: float
+    popularity_max_items: int
+
+
+@dataclass(frozen=True)
+class ForgetSettings:
+    vacuum_retain_hours: int
+
+
+@dataclass(frozen=True)
 class Settings:
     lakehouse_root: str
     scratch_dir: str
@@ -189,6 +200,8 @@ class Settings:
     stream: StreamSettings
     demo: DemoSettings
     feedback: FeedbackSettings
+    forget: ForgetSettings
+    privacy: PrivacySettings
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: ``MLFLOW_TRACKING_URI`` wins over conf when set."""

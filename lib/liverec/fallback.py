@@ -6,6 +6,8 @@ overall) for the rest; seen items never come back; every row says why."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -58,9 +60,12 @@ def cold_items(item_embeddings: DataFrame, events: DataFrame, max_users: int) ->
 
 
 def popular_recommendations(users: DataFrame, events: DataFrame, items: DataFrame, profiles: DataFrame,
-                            seen: DataFrame, conf: RecommendSettings) -> DataFrame:
-    """(user_id, rank, item_id, score, reason, source) from popularity, in the user's top categories first."""
-    pop = events.groupBy("item_id").agg(F.countDistinct("user_id").alias("users"))
+                            seen: DataFrame, conf: RecommendSettings, pop: DataFrame | None = None) -> DataFrame:
+    """(user_id, rank, item_id, score, reason, source) from popularity, in the user's top categories first.
+    ``pop`` (item_id, users): the counts to rank by (a differentially private release, ``liverec.privacy``); the
+    exact distinct users per item when None."""
+    if pop is None:
+        pop = events.groupBy("item_id").agg(F.countDistinct("user_id").alias("users"))
     top_pop = pop.orderBy(F.col("users").desc(), "item_id").limit(conf.popular_pool)
     n_max = pop.agg(F.max("users")).collect()[0][0] or 1
     item_cats = items.select("item_id", F.explode("categories").alias("category"))
@@ -106,7 +111,7 @@ def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_facto
             item_factors: DataFrame | None, model_run_id: str | None, conf: RecommendSettings, ds: str,
             item_embeddings: DataFrame | None = None, content_version: str = "content",
             users: DataFrame | None = None, als_version_note: str = "", ease_model: EaseModel | None = None,
-            ease_run_id: str | None = None, baseline: str = "als") -> DataFrame:
+            ease_run_id: str | None = None, baseline: str = "als", popularity: Any = None) -> DataFrame:
     """gold.recommendations rows for one ds.
 
     ``baseline`` ``ease`` (with ``ease_model``): EASE's top N for the users it can score. Then, users with ALS
@@ -114,7 +119,9 @@ def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_facto
     vector. Users without factors but with a content vector (new users): content similarity. Everyone else:
     popularity in their categories, then overall. item_embeddings: (item_id, embedding). ``users`` (user_id)
     replaces the active users (the ranked job passes those it could not rank); ``als_version_note`` is appended
-    to the ALS and EASE rows' model_version (e.g. why no ranker ranked them).
+    to the ALS and EASE rows' model_version (e.g. why no ranker ranked them). ``popularity``: a
+    ``liverec.privacy.Release`` the popularity rows rank by (their model_version names its epsilon), else exact
+    counts.
     """
     users = (active_users(events, conf.active_days) if users is None else users.select("user_id").distinct()).cache()
     seen = seen_items(events).join(users, "user_id").cache()
@@ -155,9 +162,11 @@ def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_facto
         parts.append(reasons.labelled(content, profiles, emb_vecs, items, history, "Similar to ",
                                    "Close to what you looked at", "content", None, content_version))
         rest = rest.join(content.select("user_id").distinct(), "user_id", "left_anti")
-    pop_rows = (popular_recommendations(rest, events, items, profiles, seen, conf)
+    pop_rows = (popular_recommendations(rest, events, items, profiles, seen, conf,
+                                        popularity.counts if popularity is not None else None)
                 .withColumn("model_run_id", F.lit(None).cast("string"))
-                .withColumn("model_version", F.lit(f"popularity:{ds}")))
+                .withColumn("model_version", F.lit(f"popularity:{ds}"
+                                                   + (f":{popularity.label}" if popularity is not None else ""))))
     parts.append(pop_rows)
     cols = ["user_id", "rank", "item_id", "score", "reason", "source", "model_run_id", "model_version"]
     out = parts[0].select(*cols)

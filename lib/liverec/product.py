@@ -12,6 +12,7 @@ the training part of a hold-out split, so the number it reports is the number of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -85,6 +86,7 @@ class Published:
     rows: DataFrame  # gold.recommendations rows (with ds)
     ranked_users: int | None  # users the ranker ranked (None without a ranker)
     candidates: dict[str, int]  # candidate rows per source (ranked path only)
+    popularity: Any = None  # the differentially private popularity release the baseline chain ranked by, if any
 
 
 def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: DataFrame, user_profiles: DataFrame,
@@ -105,9 +107,16 @@ def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: Dat
         parts.append(ranked.rows)
         rest = users.join(ranked.users, "user_id", "left_anti").localCheckpoint()
         ranked_users, counts = ranked.users.count(), ranked.candidates
+    release = None
     if ranked_users is None or not rest.isEmpty():  # the baseline chain's jobs cost seconds even for no one
+        if settings.privacy.popularity_epsilon > 0:
+            from liverec import privacy
+
+            release = privacy.item_popularity(events, items, settings.privacy.popularity_epsilon,
+                                              settings.privacy.popularity_max_items, key)
         parts.append(fallback.nightly(events, items, user_profiles, user_factors, item_factors, als_run_id, conf, ds,
                                        item_embeddings, content_version, users=rest, als_version_note=note,
-                                       ease_model=ease_model, ease_run_id=ease_run_id, baseline=baseline))
+                                       ease_model=ease_model, ease_run_id=ease_run_id, baseline=baseline,
+                                       popularity=release))
     rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
-    return Published(rows, ranked_users, counts)
+    return Published(rows, ranked_users, counts, release)

@@ -78,6 +78,21 @@ def tag_version(name: str, version: str, tags: dict[str, Any]) -> None:
         client.set_model_version_tag(name, version, key, str(value))
 
 
+RETRAIN_TAG = "liverec.retrain_required"  # on a model version trained on data someone asked to be forgotten
+
+
+def mark_for_retraining(names: tuple[str, ...], reason: str) -> int:
+    """Tag every version of the registered models ``names`` (those that exist) with RETRAIN_TAG = ``reason``: they
+    were trained on data that has since been deleted. Returns the versions tagged."""
+    client = _client()
+    tagged = 0
+    for name in names:
+        for version in client.search_model_versions(f"name='{name}'"):
+            client.set_model_version_tag(name, version.version, RETRAIN_TAG, reason)
+            tagged += 1
+    return tagged
+
+
 def move_alias(name: str, alias: str, version: str) -> None:
     _client().set_registered_model_alias(name, alias, version)
 

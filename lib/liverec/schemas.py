@@ -216,6 +216,16 @@ FEEDBACK = StructType([  # silver.impressions of a ds with the events that follo
     _s("ds", False),
 ])
 
+FORGET_AUDIT = StructType([  # what each `liverec forget` removed, per table: counts, never an id
+    _s("run_id", False),  # the forget run's MLflow run id
+    StructField("at", TimestampType(), False),
+    _s("target", False),  # a table name, or store:online / files:impressions
+    StructField("users_requested", IntegerType(), False),
+    StructField("rows_deleted", LongType(), False),
+    StructField("vacuumed", BooleanType(), False),  # the table's files older than forget.vacuum_retain_hours removed
+    _s("ds", False),
+])
+
 SCHEMAS: dict[str, StructType] = {
     tables.BRONZE_EVENTS: BRONZE_EVENTS,
     tables.BRONZE_ITEMS: BRONZE_ITEMS,
@@ -234,4 +244,5 @@ SCHEMAS: dict[str, StructType] = {
     tables.USER_RECENT: USER_RECENT,
     tables.SILVER_IMPRESSIONS: SILVER_IMPRESSIONS,
     tables.FEEDBACK: FEEDBACK,
+    tables.FORGET_AUDIT: FORGET_AUDIT,
 }

@@ -23,10 +23,11 @@ RANKER_ITEMS = "gold.ranker_items"
 USER_RECENT = "gold.user_recent"
 SILVER_IMPRESSIONS = "silver.impressions"
 FEEDBACK = "gold.feedback"
+FORGET_AUDIT = "gold.forget_audit"
 
 ALL_TABLES = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_SOCIAL, SILVER_EVENTS, SILVER_QUARANTINE, USER_PROFILES,
               USER_FACTORS, ITEM_FACTORS, EASE_WEIGHTS, RECOMMENDATIONS, ITEM_EMBEDDINGS, ITEM_NEIGHBORS,
-              RANKER_EXAMPLES, RANKER_ITEMS, USER_RECENT, SILVER_IMPRESSIONS, FEEDBACK)
+              RANKER_EXAMPLES, RANKER_ITEMS, USER_RECENT, SILVER_IMPRESSIONS, FEEDBACK, FORGET_AUDIT)
 
 # partition columns per table
 PARTITIONS: dict[str, tuple[str, ...]] = {
@@ -47,6 +48,24 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     USER_RECENT: (),  # one row per user, kept fresh by the stream's MERGE
     SILVER_IMPRESSIONS: ("ds",),  # the impression's date
     FEEDBACK: ("ds",),
+    FORGET_AUDIT: ("ds",),  # the date forget ran for
+}
+
+# the tables that hold a person's rows, and the columns that name them: raw ids in bronze (as the source gave them),
+# HMAC pseudonyms everywhere else; what `liverec forget` deletes from (tests/test_forget.py checks that every table
+# with a user column is listed)
+PERSONAL: dict[str, tuple[tuple[str, ...], bool]] = {  # table -> (columns, raw ids)
+    BRONZE_EVENTS: (("user_id",), True),
+    BRONZE_SOCIAL: (("src", "dst"), True),
+    SILVER_EVENTS: (("user_id",), False),
+    SILVER_QUARANTINE: (("user_id",), False),
+    USER_PROFILES: (("user_id",), False),
+    USER_FACTORS: (("user_id",), False),
+    RECOMMENDATIONS: (("user_id",), False),
+    RANKER_EXAMPLES: (("user_id",), False),
+    USER_RECENT: (("user_id",), False),
+    SILVER_IMPRESSIONS: (("user_id",), False),
+    FEEDBACK: (("user_id",), False),
 }
 
 

@@ -12,7 +12,7 @@ Importing this package imports no Spark (the Airflow scheduler imports it to bui
 
 from __future__ import annotations
 
-from liverec.stages import clean, evaluate, features, feedback, ingest, models, publish, ranker, stream
+from liverec.stages import clean, evaluate, features, feedback, ingest, models, privacy, publish, ranker, stream
 from liverec.stages.base import NIGHTLY, TRAINING, Context, Stage
 from liverec.stages.ingest import generate_arguments, run_generate
 
@@ -20,7 +20,7 @@ __all__ = ["NIGHTLY", "PIPELINE", "STAGES", "TRAINING", "Context", "Stage", "dag
            "generate_arguments", "run_generate", "stage_table"]
 
 STAGES: dict[str, Stage] = {s.name: s for m in (ingest, clean, features, models, ranker, publish, evaluate, stream,
-                                                                      feedback)
+                                                                      feedback, privacy)
                             for s in m.STAGES}
 
 

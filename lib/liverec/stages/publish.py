@@ -90,6 +90,10 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                                 baseline, ds, note, f"content:{settings.embeddings.model}@{emb_ds}", progress)
     if published.candidates:
         mlflow.log_params({f"candidates.{k}": v for k, v in published.candidates.items()})
+    if published.popularity is not None:  # the DP release's cost, beside the rows whose model_version names it
+        mlflow.log_params(published.popularity.metadata())
+        progress.info(f"popularity released with epsilon {published.popularity.epsilon:g} (discrete Laplace, scale "
+                      f"{published.popularity.scale:g}, at most {published.popularity.max_items} items per user)")
     # the day's rows (top_n per user) materialised once: counted here, then written, never read back
     rows = published.rows.localCheckpoint()
     counts = rows.groupBy("source").agg(
