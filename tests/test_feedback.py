@@ -43,6 +43,12 @@ def test_the_log_writes_whole_files_and_survives_a_folder_it_cannot_write(tmp_pa
     bad.add(impressions.rows_of("r3", "u1", _shown("a", "b"), "p", "online", False, T))
     assert bad.flush() == 0 and bad.failed_rows == 2 and bad.written_rows == 0  # counted, not raised
     bad.close()
+    # an object-store lakehouse without a local landing folder: no log (a warning), not a folder named "s3:"
+    assert impressions.open_log("s3://bucket/lake/_landing/impressions", 1.0, 10) is None
+    assert impressions.open_log("off", 1.0, 10) is None
+    local = impressions.open_log(f"file://{tmp_path / 'ok'}", 1.0, 10)
+    assert local is not None and local.folder == tmp_path / "ok"
+    local.close()
 
 
 def _events(spark, rows):

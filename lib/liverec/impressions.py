@@ -126,6 +126,10 @@ def open_log(folder: str | None, flush_seconds: float, flush_rows: int) -> Impre
     """The server's impression log: None when ``folder`` is empty or ``off`` (impressions not logged)."""
     if not folder or folder == "off":
         return None
+    if "://" in folder and not folder.startswith("file://"):  # the servers write files, not object-store keys
+        log.warning("impressions not logged: %s is not a local or mounted folder (set feedback.landing to one, or "
+                    "LIVEREC_IMPRESSIONS)", folder)
+        return None
     return ImpressionLog(folder.removeprefix("file://"), flush_seconds, flush_rows)
 
 
