@@ -223,3 +223,22 @@ def attribute(impressions: Any, events: Any, window_seconds: int, click_events: 
             .select(*IMPRESSION_FIELDS, F.coalesce("clicked_i", F.lit(0)).cast("boolean").alias("clicked"),
                     F.coalesce("events", F.lit(0)).alias("events"), "first_event_ts",
                     F.coalesce("clicked_i", F.lit(0)).cast("double").alias("reward"), "ds"))
+
+
+def replayable(feedback: Any) -> Any:
+    """One row per online answer of gold.feedback rows that off-policy evaluation can replay (its candidate pool was
+    logged: exploration was on; positions 1..k, every shown item in the pool), in Spark: request_id, clicked
+    array<double> and propensity array<double> by position, shown array<int> (each shown item's index in the
+    pool) and pool_scores."""
+    from pyspark.sql import functions as F
+
+    per = (feedback.where(F.col("surface") == "online").groupBy("request_id").agg(
+        F.sort_array(F.collect_list(F.struct("position", F.col("clicked").cast("double").alias("clicked"),
+                                             "propensity", "item_id"))).alias("rows"),
+        F.first("pool", ignorenulls=True).alias("pool"), F.first("pool_scores", ignorenulls=True).alias("pool_scores")))
+    shown = F.transform("rows", lambda r: (F.array_position("pool", r["item_id"]) - 1).cast("int"))
+    return (per.where(F.col("pool").isNotNull() & F.col("pool_scores").isNotNull()
+                      & (F.col("rows")[F.size("rows") - 1]["position"] == F.size("rows")))
+            .select("request_id", F.col("rows.clicked").alias("clicked"), F.col("rows.propensity").alias("propensity"),
+                    shown.alias("shown"), "pool_scores")
+            .where(F.array_min("shown") >= 0))

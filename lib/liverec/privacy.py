@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MECHANISM = "discrete_laplace"
+BOUND_SALT_TEXT = "liverec-dp-contribution-bound"  # its pseudonym under the id key orders each user's items
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,10 @@ def bounded_pairs(events: Any, max_items: int, key: bytes) -> Any:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    salt = key.hex()[:16]
+    from liverec.cleaning import pseudonymise_value
+
+    # a value derived from the key (never the key itself, which must not show in a query plan or the Spark UI)
+    salt = pseudonymise_value(BOUND_SALT_TEXT, key)
     pairs = events.select("user_id", "item_id").distinct()
     order = F.sha2(F.concat_ws("\u0001", F.lit(salt), "user_id", "item_id"), 256)
     ranked = pairs.withColumn("_n", F.row_number().over(Window.partitionBy("user_id").orderBy(order)))

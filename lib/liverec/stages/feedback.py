@@ -108,39 +108,25 @@ def _ope_arguments(p: argparse.ArgumentParser) -> None:
                         "served list without exploration)")
 
 
-def logged_lists(rows: Any) -> tuple[dict[str, Any], dict[str, int]]:
-    """The online answers of gold.feedback rows (pandas: request_id, position, clicked, propensity, item_id, pool,
-    pool_scores) that can be replayed: a pool (exploration was on), positions 1..k, the most common k, every shown
-    item in the pool. -> (arrays: reward, behaviour, shown, scores padded with -inf, z_shown, position; counts)."""
+def logged_lists(lists: Any) -> tuple[dict[str, Any], dict[str, int]]:
+    """``impressions.replayable`` rows (pandas, one per answer) as the estimators' (lists x k) arrays, the answers of
+    the most common k: reward, behaviour, shown, scores (the pools padded with -inf), z_shown, position."""
     import numpy as np
 
-    counts = {"answers": int(rows["request_id"].nunique())}
-    lists = []
-    for _, g in rows.sort_values(["request_id", "position"]).groupby("request_id", sort=False):
-        pool = next((p for p in g["pool"] if p is not None), None)
-        pool_scores = next((p for p in g["pool_scores"] if p is not None), None)
-        if pool is None or pool_scores is None or list(g["position"]) != list(range(1, len(g) + 1)):
-            continue
-        at = {item: n for n, item in enumerate(pool)}
-        shown = [at.get(i, -1) for i in g["item_id"]]
-        if min(shown) < 0:
-            continue
-        lists.append((np.asarray(g["clicked"], dtype=np.float64), np.asarray(g["propensity"], dtype=np.float64),
-                      np.asarray(shown), np.asarray(pool_scores, dtype=np.float64)))
-    counts["with_pool"] = len(lists)
-    if not lists:
-        return {}, {**counts, "replayed": 0, "k": 0}
-    k = int(np.bincount([len(x[0]) for x in lists]).argmax())
-    lists = [x for x in lists if len(x[0]) == k]
-    m = max(len(x[3]) for x in lists)
+    if lists.empty:
+        return {}, {"replayed": 0, "k": 0}
+    sizes = lists["clicked"].map(len).to_numpy()
+    k = int(np.bincount(sizes).argmax())
+    lists = lists[sizes == k]
+    m = int(lists["pool_scores"].map(len).max())
     scores = np.full((len(lists), m), -np.inf)
-    for n, x in enumerate(lists):
-        scores[n, :len(x[3])] = x[3]
-    shown = np.stack([x[2] for x in lists])
-    arrays = {"reward": np.stack([x[0] for x in lists]), "behaviour": np.stack([x[1] for x in lists]),
+    for n, pool in enumerate(lists["pool_scores"]):  # one row per answer (a list), not per impression
+        scores[n, :len(pool)] = pool
+    shown = np.stack(lists["shown"].to_numpy()).astype(np.int64)
+    arrays = {"reward": np.stack(lists["clicked"].to_numpy()), "behaviour": np.stack(lists["propensity"].to_numpy()),
               "shown": shown, "scores": scores, "z_shown": np.take_along_axis(scores, shown, axis=1),
               "position": np.tile(np.arange(1, k + 1), (len(lists), 1))}
-    return arrays, {**counts, "replayed": len(lists), "k": k}
+    return arrays, {"replayed": len(lists), "k": k}
 
 
 def run_evaluate_offpolicy(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
@@ -150,19 +136,18 @@ def run_evaluate_offpolicy(ctx: Context, args: argparse.Namespace) -> dict[str, 
     import numpy as np
     from pyspark.sql import functions as F
 
-    from liverec import lakehouse, offpolicy
+    from liverec import impressions, lakehouse, offpolicy
 
     spark, settings, progress, ds, conf = ctx.spark, ctx.settings, ctx.progress, ctx.ds, ctx.settings.feedback
     if not lakehouse.exists(spark, settings, tables.FEEDBACK):
         raise InputError("gold.feedback does not exist yet: run collect_feedback first")
-    fb = (lakehouse.read(spark, settings, tables.FEEDBACK)
-          .where((F.col("ds") == ds) & (F.col("surface") == "online"))
-          .select("request_id", "position", F.col("clicked").cast("int").alias("clicked"), "propensity", "item_id",
-                  "pool", "pool_scores"))
-    # the logged answers of one ds come to the driver as arrays (lists x k): the estimators' bootstrap resamples lists
-    arrays, counts = logged_lists(fb.toPandas())
-    progress.step("logged answers", counts["answers"], with_pool=counts["with_pool"], replayed=counts["replayed"],
-                  k=counts["k"])
+    fb = lakehouse.read(spark, settings, tables.FEEDBACK).where((F.col("ds") == ds) & (F.col("surface") == "online"))
+    answers = fb.select("request_id").distinct().count()
+    # the replayable answers of one ds come to the driver as arrays (lists x k), one row per answer grouped in Spark:
+    # the estimators' bootstrap resamples lists
+    arrays, counts = logged_lists(impressions.replayable(fb).toPandas())
+    counts = {"answers": answers, **counts}
+    progress.step("logged answers", answers, replayed=counts["replayed"], k=counts["k"])
     if not arrays:
         raise InputError(f"no online answer of ds {ds} can be replayed: they carry their candidate pool only when "
                          "feedback.exploration_share and exploration_temperature are positive")
