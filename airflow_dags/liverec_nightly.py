@@ -3,13 +3,15 @@
 The tasks are the stages declared for this DAG and each waits for the stages whose tables it reads
 (``liverec.stages``; ``liverec stages`` lists them): ingest -> (clean, embed_items); clean -> (train_als,
 train_ease); (clean, embed_items) -> build_profiles and evaluate; (build_profiles, train_als, train_ease) ->
-recommend_nightly -> publish_online.
+recommend_nightly -> (publish_online, collect_feedback).
 
 build_profiles waits for embed_items because a profile's content vector is the mean of its items'
 text embeddings. recommend_nightly ranks with the registry's champion ranker (liverec_training
 trains it weekly; the promotion gate keeps it only while it beats the baselines) and publishes the best
 baseline (EASE or ALS, then content and popularity) without one. publish_online packs that
 day's tables and the champion ranker into the liverec-online model the real-time server loads.
+collect_feedback adds the impressions the servers logged and the nightly lists to silver.impressions and
+writes the day before ds, its clicks attributed, to gold.feedback.
 """
 
 from __future__ import annotations
@@ -44,4 +46,7 @@ with DAG(
     stage_tasks("nightly", options={
         "ingest": {"--source": "{{ params.source }}", "--input": "{{ params.input }}", "--items": "{{ params.items }}"},
         "evaluate": {"--split": "{{ params.evaluate_split }}"},
+        # the impressions logged so far and the nightly lists of ds go into silver.impressions; the day before ds,
+        # whose attribution window (feedback.attribution_seconds, a day) has closed, goes into gold.feedback
+        "collect_feedback": {"--attribute-ds": "{{ macros.ds_add(ds, -1) }}"},
     })

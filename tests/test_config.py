@@ -121,7 +121,9 @@ def test_the_dags_link_each_task_to_the_tasks_whose_tables_it_reads():
         "ingest": [], "clean": ["ingest"], "embed_items": ["ingest"], "build_profiles": ["clean", "embed_items"],
         "train_als": ["clean"], "train_ease": ["clean"], "recommend_nightly": ["build_profiles", "train_als",
                                                                                "train_ease"],
-        "publish_online": ["recommend_nightly"], "evaluate": ["clean", "embed_items"]}
+        "publish_online": ["recommend_nightly"], "evaluate": ["clean", "embed_items"],
+        # silver.events comes through recommend_nightly (clean -> ... -> recommend_nightly)
+        "collect_feedback": ["recommend_nightly"]}
     assert dag_dependencies(TRAINING) == {"build_ranker_examples": [], "train_ranker": ["build_ranker_examples"],
                                           "promote_ranker": ["train_ranker"]}
 

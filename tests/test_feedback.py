@@ -100,13 +100,15 @@ def test_collect_feedback_keeps_each_impression_once_and_credits_the_latest_befo
     assert feedback == {"A:1": (False, 1, 0.0), "A:2": (False, 0, 0.0), "A:3": (False, 0, 0.0),
                         "B:1": (False, 0, 0.0), "B:2": (False, 0, 0.0), "C:1": (True, 1, 1.0)}
 
-    # a rerun, and a file that repeats impression C, add nothing
+    # a rerun the next night (as the DAG runs it: the day before attributed), and a file that repeats impression C,
+    # add nothing; the feedback of DS is written again, the same, and none for the next day
     (landing / "late-repeat.jsonl").write_text(
         json.dumps(impressions.rows_of("C", "u1", _shown("i2"), "ranker:m/1", "online", False, T + 30)[0]) + "\n")
-    assert main(run) == 0
+    assert main([*run[:-1], "2024-01-16", "--attribute-ds", DS]) == 0
     again = lakehouse.read(spark, settings, tables.SILVER_IMPRESSIONS)
     assert again.count() == 8 and again.select("impression_id").distinct().count() == 8
-    assert lakehouse.read(spark, settings, tables.FEEDBACK).where(F.col("ds") == DS).count() == 6
+    fb = lakehouse.read(spark, settings, tables.FEEDBACK)
+    assert {r["impression_id"]: (r["clicked"], r["events"], r["reward"]) for r in fb.collect()} == feedback
 
 
 def test_collect_feedback_refuses_an_empty_click_list(tmp_path, capsys):

@@ -176,6 +176,10 @@ def test_airflow_dags_test_runs_the_nightly_chain(spark, airflow_nightly):
     # the nightly DAG trains no ranker: it ranks with the registry's champion (the pipeline's)
     name = settings.ranker.registered_model
     assert recs.where(~F.col("model_version").startswith(f"ranker:{name}/")).count() == 0
+    # collect_feedback logged the day's lists as impressions, one per published row, shown from the next midnight
+    shown = lakehouse.read(spark, settings, tables.SILVER_IMPRESSIONS).where(F.col("surface") == "nightly")
+    assert shown.count() == recs.count()
+    assert shown.where(F.col("ds") != "2026-11-03").count() == 0
     assert (Path(settings.evaluate.report_dir) / DS / "evaluation.md").is_file()
     evaluated = json.loads((Path(settings.evaluate.report_dir) / DS / "evaluation.json").read_text())
     assert [(r["split"], sorted(r["results"])) for r in evaluated] == [("temporal", ["als", "ease", "popularity"])]

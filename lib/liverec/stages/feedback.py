@@ -11,7 +11,7 @@ from typing import Any
 
 from liverec import tables
 from liverec.errors import InputError
-from liverec.stages.base import IMPRESSIONS_LANDING, OFFPOLICY_REPORT, Context, Stage, log_conf
+from liverec.stages.base import IMPRESSIONS_LANDING, NIGHTLY, OFFPOLICY_REPORT, Context, Stage, log_conf
 
 QUERY_NAME = "liverec_collect_feedback"
 
@@ -19,6 +19,9 @@ QUERY_NAME = "liverec_collect_feedback"
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landing", help="folder of impression files (default: conf feedback.landing, else "
                                      "<lakehouse_root>/_landing/impressions)")
+    p.add_argument("--attribute-ds", help="the day whose impressions are joined to the events that followed them "
+                                          "into gold.feedback (default: --ds). The nightly DAG passes the day before "
+                                          "its ds: by then that day's attribution window (at most a day) has closed")
 
 
 def shown_from(ds: str) -> dt.datetime:
@@ -72,21 +75,29 @@ def run_collect_feedback(ctx: Context, args: argparse.Namespace) -> dict[str, An
         nightly_new = impressions.merge(spark, settings, impressions.nightly(recs, ds, shown_from(ds)))["inserted"]
     progress.step("nightly impressions", nightly_new, shown_from=shown_from(ds).date().isoformat())
 
-    # 3. the impressions of ds with the events that followed them
+    # 3. the impressions of the attributed day with the events that followed them
+    day = getattr(args, "attribute_ds", None) or ds
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        raise InputError(f"--attribute-ds must be a date (YYYY-MM-DD), got {day!r}") from None
+    if day < ds and dt.timedelta(seconds=conf.attribution_seconds) > dt.date.fromisoformat(ds) - dt.date.fromisoformat(day):
+        progress.info(f"feedback.attribution_seconds ({conf.attribution_seconds}) is longer than the days from "
+                      f"{day} to {ds}: events after {ds} that fall in the window of {day}'s impressions are missed")
     if not lakehouse.exists(spark, settings, tables.SILVER_IMPRESSIONS):
         progress.info("no impressions yet: gold.feedback not written")
-        return {**totals, "nightly_new": nightly_new, "feedback_rows": 0, "clicked": 0}
-    shown = lakehouse.read(spark, settings, tables.SILVER_IMPRESSIONS).where(F.col("ds") == ds)
+        return {**totals, "nightly_new": nightly_new, "feedback_rows": 0, "clicked": 0, "feedback_ds": day}
+    shown = lakehouse.read(spark, settings, tables.SILVER_IMPRESSIONS).where(F.col("ds") == day)
     events = lakehouse.read_or_empty(spark, settings, tables.SILVER_EVENTS)
     rows = impressions.attribute(shown, events, conf.attribution_seconds, tuple(conf.click_events)).cache()
     try:
         n, clicked = rows.count(), rows.where(F.col("clicked")).count()
-        version = lakehouse.overwrite_partition(spark, settings, tables.FEEDBACK, rows, {"ds": ds})
+        version = lakehouse.overwrite_partition(spark, settings, tables.FEEDBACK, rows, {"ds": day})
     finally:
         rows.unpersist()
-    progress.step("write gold.feedback", n, clicked=clicked, click_rate=round(clicked / n, 4) if n else 0.0,
+    progress.step("write gold.feedback", n, ds=day, clicked=clicked, click_rate=round(clicked / n, 4) if n else 0.0,
                   version=version)
-    return {**totals, "nightly_new": nightly_new, "feedback_rows": n, "clicked": clicked}
+    return {**totals, "nightly_new": nightly_new, "feedback_rows": n, "clicked": clicked, "feedback_ds": day}
 
 
 def _policy(text: str) -> tuple[float, float]:
@@ -190,10 +201,10 @@ def run_evaluate_offpolicy(ctx: Context, args: argparse.Namespace) -> dict[str, 
 
 STAGES = (
     Stage("collect_feedback", "impression files + the nightly lists -> silver.impressions (each once, by id); the "
-          "impressions of ds with the events that followed -> gold.feedback; not part of the pipeline",
+          "impressions of ds (or --attribute-ds) with the events that followed -> gold.feedback; not part of the pipeline",
           reads=(IMPRESSIONS_LANDING, tables.RECOMMENDATIONS, tables.SILVER_EVENTS, tables.SILVER_IMPRESSIONS),
           writes=(tables.SILVER_IMPRESSIONS, tables.FEEDBACK), run=run_collect_feedback, add_arguments=_arguments,
-          pipeline=False),
+          dag=NIGHTLY, pipeline=False),
     Stage("evaluate_offpolicy", "gold.feedback of ds -> IPS, clipped IPS, SNIPS and cascade DR estimates (bootstrap "
           "intervals, ESS) of other policies replayed on the logged answers' candidates (MLflow, "
           "<report_dir>/<ds>/offpolicy.json); not part of the pipeline",
