@@ -8,11 +8,17 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import impressions, lakehouse, tables
+from liverec import impressions, lakehouse, registry, tables
 from liverec.cli import main
+from liverec.features import DENSE_FEATURES
+from liverec.progress import Progress
+from liverec.stages.base import Context
+from liverec.stages.feedback import ope_check
 from tests.conftest import cli_args, settings_for
 
 DS = "2024-01-15"
@@ -124,8 +130,6 @@ def test_evaluate_offpolicy_replays_the_served_list_on_an_exploring_log(spark, t
     tests/test_offpolicy.py); clicks with probability relevance(item) / position. evaluate_offpolicy's IPS of the
     served list equals the formula recomputed here from the same rows, its SNIPS and DR intervals cover the served
     list's true value (known in closed form), and the logging policy replayed on itself weighs every list 1."""
-    import numpy as np
-
     from liverec import offpolicy
 
     landing = tmp_path / "impressions"
@@ -135,7 +139,7 @@ def test_evaluate_offpolicy_replays_the_served_list_on_an_exploring_log(spark, t
     rng = np.random.default_rng(11)
     n, m, k, share, temp = 1500, 8, 3, 0.5, 1.0
     log = impressions.ImpressionLog(landing, flush_seconds=3600, flush_rows=1_000_000)
-    events, truth, rows = [], 0.0, []
+    events, truth, rows, zs = [], 0.0, [], []
     for i in range(n):
         z = rng.normal(size=m)
         rel = 0.6 / (1.0 + np.exp(-2 * z))  # relevance grows with the score
@@ -147,9 +151,13 @@ def test_evaluate_offpolicy_replays_the_served_list_on_an_exploring_log(spark, t
         clicks = rng.random(k) < rel[shown] / np.arange(1, k + 1)
         truth += float((rel[:k] / np.arange(1, k + 1)).sum()) / n  # the served list's expected clicks
         rows.append((clicks.astype(float), prop, np.asarray(shown)))
+        dense = rng.normal(size=(m, len(DENSE_FEATURES)))
+        dense[:, DENSE_FEATURES.index("als_z")] = z  # what the gate's rankers below score by
         log.add(impressions.rows_of(f"R{i}", f"u{i}", [{"item_id": items[j], "score": float(z[j]), "propensity": p}
                                                        for j, p in zip(shown, prop, strict=True)],
-                                    "ranker:m/1", "online", False, T + i, (items, z.tolist())))
+                                    "ranker:m/1", "online", False, T + i,
+                                    impressions.Pool(items, z.tolist(), dense.tolist(), [f"seen{i}"])))
+        zs.append(z)
         events += [(f"e{i}-{p}", f"u{i}", items[j], "click", i + 5) for p, j in enumerate(shown) if clicks[p]]
     log.close()
     lakehouse.append(spark, settings, tables.SILVER_EVENTS, _events(spark, events))
@@ -171,3 +179,30 @@ def test_evaluate_offpolicy_replays_the_served_list_on_an_exploring_log(spark, t
     # the logging policy on itself: every weight 1, IPS the plain mean, the full sample effective
     assert itself["ips"]["value"] == pytest.approx(r.sum(axis=1).mean(), rel=1e-9)
     assert itself["ips"]["ess"] == pytest.approx(n)
+
+    # the promotion gate's off-policy check re-scores the logged pools' features with a new ranker: one that ranks
+    # by the score relevance grows with passes, its opposite is refused; too few answers of a policy: not applied
+    class ByFeature:  # a pyfunc that is not a liverec ranker: scored through predict, as score_examples does
+        def __init__(self, sign: float):
+            self.sign = sign
+
+        def predict(self, frame):
+            assert (frame["recent_items"].map(len) == 1).all()  # the logged recent items came along
+            return pd.DataFrame({"score": self.sign * frame["als_z"].to_numpy()})
+
+    # served as the log was: half the answers explored at T=1 (the new ranker's own top 3 otherwise)
+    explore = (temp, share)
+    ctx = Context(spark, settings_for(tmp_path, *conf, f"feedback.exploration_temperature={temp}",
+                                      f"feedback.exploration_share={share}"), DS, Progress("test"))
+    b, sh = np.stack([x[1] for x in rows]), np.stack([x[2] for x in rows])
+    for sign, better in ((1.0, True), (-1.0, False)):
+        ope = ope_check(ctx, ByFeature(sign), "ranker:m/1")
+        expected, logged = offpolicy.ranker_policy_value(r, b, sh, sign * np.stack(zs), *explore)
+        assert ope["applied"] and ope["lists"] == n and ope["passed"] is better, ope
+        assert ope["estimate"] == pytest.approx(expected.value, rel=1e-6)
+        assert ope["logged"] == pytest.approx(logged, rel=1e-12)
+        assert registry.ope_verdict(ope)[0] is better
+        assert ("refuses" in registry.ope_verdict(ope)[1]) is not better
+    other = ope_check(ctx, ByFeature(1.0), "ranker:m/2")
+    assert not other["applied"] and other["lists"] == 0 and "ope_gate_min_lists" in other["reason"]
+    assert registry.ope_verdict(other) == (True, f"; off-policy check not applied: {other['reason']}")

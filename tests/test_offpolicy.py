@@ -258,3 +258,37 @@ def test_the_mixture_of_a_fixed_list_and_exploration_sums_to_one_over_all_lists(
     np.testing.assert_array_equal(op.mixture_propensities(SCORES, greedy, greedy, t, 0.0), [1.0, 1.0])
     with pytest.raises(ValueError):
         op.mixture_propensities(SCORES, greedy, greedy, t, 1.5)
+
+
+def test_a_new_rankers_policy_value_on_the_logged_pools_separates_a_better_ranker_from_a_worse_one():
+    """The promotion gate's estimate (``ranker_policy_value``): pools of 5 candidates sorted by the champion's noisy
+    score (the served list first, as the server logs them), half the answers explored (PL, T=1); a new ranker
+    that scores by the true utility is estimated near its closed-form value and above what the log got, one that
+    scores by its opposite below it."""
+    rng = np.random.default_rng(5)
+    n, m, k, exam = 6000, 5, 2, np.array([1.0, 0.5])
+    u = rng.normal(size=(n, m))
+    z = u + rng.normal(size=(n, m))
+    order = np.argsort(-z, axis=1)
+    u, z = np.take_along_axis(u, order, axis=1), np.take_along_axis(z, order, axis=1)  # served list first
+    rel = 0.5 / (1.0 + np.exp(-2.0 * u))
+    shown, b = np.zeros((n, k), dtype=np.int64), np.zeros((n, k))
+    for i in range(n):
+        shown[i] = np.arange(k) if rng.random() >= 0.5 else op.sample_list(z[i], k, 1.0, rng)[0]
+        b[i] = op.mixture_propensities(z[i], shown[i], np.arange(k), 1.0, 0.5)
+    clicks = (rng.random((n, k)) < np.take_along_axis(rel, shown, axis=1) * exam).astype(float)
+    rows = np.arange(n)[:, None]
+    for new, better in ((u, True), (-u, False)):
+        est, logged = op.ranker_policy_value(clicks, b, shown, new, 0.0, 0.0, n_boot=300)
+        top = np.argsort(-new, axis=1, kind="stable")[:, :k]
+        truth = float((rel[rows, top] * exam).sum(axis=1).mean())  # its top 2, every answer
+        assert logged == pytest.approx(clicks.sum(axis=1).mean(), rel=1e-12)
+        assert abs(est.value - truth) < 4 * est.boot_std and est.ci_low <= truth <= est.ci_high, (better, est, truth)
+        assert (est.ci_low > logged) is better and (est.ci_high < logged) is not better, (better, est, logged)
+    # padding is ignored, and a row's scale does not matter (the pools are standardised first)
+    np.testing.assert_allclose(op.standardised(np.array([[1.0, 2.0, 3.0, -np.inf], [5.0, 5.0, -np.inf, -np.inf]])),
+                               [[-1.5 ** 0.5, 0.0, 1.5 ** 0.5, -np.inf], [0.0, 0.0, -np.inf, -np.inf]])
+    # replay with another fixed list: (1 - share) while the logged prefix follows it, plus share x PL
+    e = op.replay(SCORES[None, :], np.array([[3, 0]]), 0.7, 0.3, fixed=np.array([[3, 0]]))
+    np.testing.assert_allclose(e[0], [0.7 + 0.3 * pl_probability(SCORES, (3,), 0.7),
+                                      0.7 + 0.3 * pl_probability(SCORES, (3, 0), 0.7)], rtol=1e-12)

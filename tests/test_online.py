@@ -518,4 +518,10 @@ def test_exploration_shows_lists_as_often_as_the_propensities_it_logs(ml100k_pip
             r = json.loads(line)
             if r["request_id"] in lists:
                 explored[r["request_id"]] = r["explored"]
+                if r["position"] == 1:
+                    first = r
     assert len(explored) == n and abs(sum(explored.values()) - n / 2) <= 4 * math.sqrt(n / 4)
+    # position 1 logs the pool with the features the ranker scored it by: re-scored, they give the logged scores
+    assert first["recent_items"][0] == STAR_WARS and len(first["pool_dense"]) == len(first["pool"]) > 5
+    again = scorer.ranker.score_ids(first["pool"], first["recent_items"], np.array(first["pool_dense"]))
+    np.testing.assert_allclose((again - again.mean()) / again.std(), first["pool_scores"], atol=1e-3)

@@ -179,10 +179,12 @@ def test_two_process_training_registry_and_gate(spark, demo_pipeline, capsys):
     # which still beats them on the same validation users, keeps the alias
     capsys.readouterr()
     assert main(["run", "train_ranker", *cli_args(settings), "--ds", DEMO_DS, "--set", "ranker.epochs=1",
-                 "--set", "ranker.learning_rate=0.0", "--num-processes", "1", "--set", "ranker.export_variants=false"]
-                ) == 0
+                 "--set", "ranker.learning_rate=0.0", "--num-processes", "1", "--set", "ranker.export_variants=false",
+                 "--set", "feedback.ope_gate=true"]) == 0
     out = capsys.readouterr().out
     assert "promoted=False" in out and "does not beat the best baseline" in out, out
+    # the off-policy check is on, but no answer was logged: the decision says it was not applied
+    assert "off-policy check not applied: no gold.feedback yet" in out, out
     assert "variants: " in out and "default=torch skipped=ranker.export_variants is false" in out, out
     assert client.get_model_version_by_alias(name, alias).version == champion.version
     latest = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))

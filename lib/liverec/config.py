@@ -167,6 +167,9 @@ class FeedbackSettings:
     flush_rows: int
     attribution_seconds: int
     click_events: list[str]
+    ope_gate: bool
+    ope_gate_days: int
+    ope_gate_min_lists: int
 
 
 @dataclass(frozen=True)

@@ -28,18 +28,32 @@ import socket
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
 # one row per shown item: the impression's id (request id and position), the request, the pseudonymised user (null
 # for a visitor), the item, its position (1 = first), the policy that chose the list (the ranker's version), the
 # prefix propensity, the policy's score, where it was shown (SURFACES), whether the list was sampled by exploration,
-# the candidates exploration drew from and their standardised scores (on position 1 of an answer served with
-# exploration on, the served list first; else null: what evaluate_offpolicy replays other policies on), and when
+# the candidates exploration drew from with their standardised scores, their ranker features (DENSE_FEATURES order)
+# and the user's recent items the ranker read (on position 1 of an answer served with exploration on, the served
+# list first; else null: what evaluate_offpolicy replays other policies on, and what the promotion gate's
+# off-policy check re-scores with a new ranker), and when
 IMPRESSION_FIELDS = ("impression_id", "request_id", "user_id", "item_id", "position", "policy", "propensity", "score",
-                     "surface", "explored", "pool", "pool_scores", "ts")
+                     "surface", "explored", "pool", "pool_scores", "pool_dense", "recent_items", "ts")
 SURFACES = ("online", "nightly")
+POOL_FIELDS = ("pool", "pool_scores", "pool_dense", "recent_items")  # on position 1 only
+DENSE_DECIMALS = 6  # a logged feature's rounding (the ranker reads float32)
+
+
+class Pool(NamedTuple):
+    """What an exploring answer drew from: item ids (the served list first), their standardised scores, and, for
+    re-scoring by another ranker, their dense feature rows and the recent items the ranker read."""
+
+    items: list[str]
+    scores: list[float]
+    dense: list[list[float]] | None = None
+    recent: list[str] | None = None
 
 
 def impression_id(request_id: str, position: int) -> str:
@@ -47,15 +61,22 @@ def impression_id(request_id: str, position: int) -> str:
 
 
 def rows_of(request_id: str, user_id: str | None, shown: list[dict[str, Any]], policy: str, surface: str,
-            explored: bool, ts: float, pool: tuple[list[str], list[float]] | None = None) -> list[dict[str, Any]]:
+            explored: bool, ts: float, pool: Pool | tuple | None = None) -> list[dict[str, Any]]:
     """IMPRESSION_FIELDS rows of one answer: ``shown`` holds per position (in order) item_id, score, propensity;
-    ``pool`` (item ids, standardised scores) goes on the first row."""
+    ``pool`` (a ``Pool``, or its fields as a tuple) goes on the first row."""
     when = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+    first = dict.fromkeys(POOL_FIELDS)
+    if pool is not None:
+        pool = Pool(*pool)
+        first.update(pool=list(pool.items), pool_scores=[float(x) for x in pool.scores],
+                     pool_dense=None if pool.dense is None else [[round(float(v), DENSE_DECIMALS) for v in row]
+                                                                 for row in pool.dense],
+                     recent_items=None if pool.recent is None else [str(x) for x in pool.recent])
+    rest = dict.fromkeys(POOL_FIELDS)
     return [{"impression_id": impression_id(request_id, p), "request_id": request_id, "user_id": user_id,
              "item_id": s["item_id"], "position": p, "policy": policy, "propensity": float(s["propensity"]),
              "score": float(s["score"]), "surface": surface, "explored": explored,
-             "pool": pool[0] if pool is not None and p == 1 else None,
-             "pool_scores": [float(x) for x in pool[1]] if pool is not None and p == 1 else None, "ts": when}
+             **(first if p == 1 else rest), "ts": when}
             for p, s in enumerate(shown, start=1)]
 
 
@@ -136,10 +157,20 @@ def open_log(folder: str | None, flush_seconds: float, flush_rows: int) -> Impre
 # --------------------------------------------------------------------------- Spark: landing -> tables
 
 def landing_schema() -> Any:
-    from pyspark.sql.types import ArrayType, BooleanType, DoubleType, IntegerType, StringType, StructField, StructType
+    from pyspark.sql.types import (
+        ArrayType,
+        BooleanType,
+        DoubleType,
+        FloatType,
+        IntegerType,
+        StringType,
+        StructField,
+        StructType,
+    )
 
     types = {"position": IntegerType(), "propensity": DoubleType(), "score": DoubleType(), "explored": BooleanType(),
-             "pool": ArrayType(StringType()), "pool_scores": ArrayType(DoubleType())}
+             "pool": ArrayType(StringType()), "pool_scores": ArrayType(DoubleType()),
+             "pool_dense": ArrayType(ArrayType(FloatType())), "recent_items": ArrayType(StringType())}
     return StructType([StructField(c, types.get(c, StringType())) for c in IMPRESSION_FIELDS])
 
 
@@ -174,6 +205,8 @@ def nightly(recs: Any, ds: str, ts: dt.datetime) -> Any:
                     F.col("model_version").alias("policy"), F.lit(1.0).alias("propensity"), "score",
                     F.lit("nightly").alias("surface"), F.lit(False).alias("explored"),
                     F.lit(None).cast("array<string>").alias("pool"), F.lit(None).cast("array<double>").alias("pool_scores"),
+                    F.lit(None).cast("array<array<float>>").alias("pool_dense"),
+                    F.lit(None).cast("array<string>").alias("recent_items"),
                     F.lit(ts).cast("timestamp").alias("ts"), F.lit(ts.strftime("%Y-%m-%d")).alias("ds")))
 
 
@@ -189,7 +222,9 @@ def merge(spark: Any, settings: Any, rows: Any) -> dict[str, int]:
         n = data.count()
         if n == 0:
             return {"rows": 0, "inserted": 0}
-        if not lakehouse.exists(spark, settings, tables.SILVER_IMPRESSIONS):
+        if not lakehouse.exists(spark, settings, tables.SILVER_IMPRESSIONS) or set(data.columns) - set(
+                lakehouse.read(spark, settings, tables.SILVER_IMPRESSIONS).columns):
+            # creates the table, or adds the columns a later release logs (MERGE would not insert them)
             lakehouse.append(spark, settings, tables.SILVER_IMPRESSIONS, data.limit(0))
         target = DeltaTable.forPath(spark, tables.table_path(settings, tables.SILVER_IMPRESSIONS))
         (target.alias("t").merge(data.alias("s"), "t.ds = s.ds AND t.impression_id = s.impression_id")
@@ -225,20 +260,27 @@ def attribute(impressions: Any, events: Any, window_seconds: int, click_events: 
                     F.coalesce("clicked_i", F.lit(0)).cast("double").alias("reward"), "ds"))
 
 
-def replayable(feedback: Any) -> Any:
+def replayable(feedback: Any, features: bool = False) -> Any:
     """One row per online answer of gold.feedback rows that off-policy evaluation can replay (its candidate pool was
-    logged: exploration was on; positions 1..k, every shown item in the pool), in Spark: request_id, clicked
-    array<double> and propensity array<double> by position, shown array<int> (each shown item's index in the
-    pool) and pool_scores."""
+    logged: exploration was on; positions 1..k, every shown item in the pool), in Spark: request_id, policy,
+    clicked array<double> and propensity array<double> by position, shown array<int> (each shown item's index in
+    the pool) and pool_scores; with ``features``, only the answers that logged their pool's features, and pool,
+    pool_dense and recent_items besides (what another ranker re-scores)."""
     from pyspark.sql import functions as F
 
     per = (feedback.where(F.col("surface") == "online").groupBy("request_id").agg(
         F.sort_array(F.collect_list(F.struct("position", F.col("clicked").cast("double").alias("clicked"),
                                              "propensity", "item_id"))).alias("rows"),
-        F.first("pool", ignorenulls=True).alias("pool"), F.first("pool_scores", ignorenulls=True).alias("pool_scores")))
+        F.first("policy", ignorenulls=True).alias("policy"),
+        *[F.first(c, ignorenulls=True).alias(c) for c in POOL_FIELDS]))
     shown = F.transform("rows", lambda r: (F.array_position("pool", r["item_id"]) - 1).cast("int"))
-    return (per.where(F.col("pool").isNotNull() & F.col("pool_scores").isNotNull()
-                      & (F.col("rows")[F.size("rows") - 1]["position"] == F.size("rows")))
-            .select("request_id", F.col("rows.clicked").alias("clicked"), F.col("rows.propensity").alias("propensity"),
-                    shown.alias("shown"), "pool_scores")
+    ok = (F.col("pool").isNotNull() & F.col("pool_scores").isNotNull()
+          & (F.col("rows")[F.size("rows") - 1]["position"] == F.size("rows")))
+    if features:
+        ok = ok & F.col("pool_dense").isNotNull() & (F.size("pool_dense") == F.size("pool"))
+    return (per.where(ok)
+            .select("request_id", "policy", F.col("rows.clicked").alias("clicked"),
+                    F.col("rows.propensity").alias("propensity"), shown.alias("shown"), "pool_scores",
+                    *(["pool", "pool_dense", F.coalesce("recent_items", F.array().cast("array<string>"))
+                       .alias("recent_items")] if features else []))
             .where(F.array_min("shown") >= 0))

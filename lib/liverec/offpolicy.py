@@ -171,16 +171,44 @@ def mixture_propensities(scores: np.ndarray, shown: np.ndarray, greedy: np.ndarr
     return share * pl + (1.0 - share) * np.cumprod(sh == gr).astype(np.float64)
 
 
-def replay(pool_scores: np.ndarray, shown: np.ndarray, temperature: float, share: float) -> np.ndarray:
-    """Prefix propensities, under a mixture policy (``mixture_propensities``) whose fixed list is each pool's
-    first k candidates (the served list, as the impressions log pools), of logged lists: ``pool_scores`` (n_lists,
-    m), padded with -inf, ``shown`` (n_lists, k) indices into each pool -> (n_lists, k)."""
+def replay(pool_scores: np.ndarray, shown: np.ndarray, temperature: float, share: float,
+           fixed: np.ndarray | None = None) -> np.ndarray:
+    """Prefix propensities, under a mixture policy (``mixture_propensities``) whose fixed list is ``fixed``
+    (n_lists, k) (default: each pool's first k candidates, the served list, as the impressions log pools), of logged
+    lists: ``pool_scores`` (n_lists, m), padded with -inf, ``shown`` (n_lists, k) indices into each pool ->
+    (n_lists, k)."""
     sh = np.asarray(shown, dtype=np.int64)
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share must be in [0, 1], got {share}")
-    served = np.cumprod(sh == np.arange(sh.shape[1])[None, :], axis=1).astype(np.float64)
+    fixed = np.arange(sh.shape[1])[None, :] if fixed is None else np.asarray(fixed, dtype=np.int64)
+    served = np.cumprod(sh == fixed, axis=1).astype(np.float64)
     pl = prefix_propensities(pool_scores, sh, temperature) if share > 0 else 0.0
     return share * pl + (1.0 - share) * served
+
+
+def standardised(pool_scores: np.ndarray) -> np.ndarray:
+    """Each row's scores as z-scores over its finite entries (how the server standardises a pool before it
+    explores); -inf padding stays -inf, a row of equal scores becomes 0."""
+    s = np.asarray(pool_scores, dtype=np.float64)
+    finite = np.isfinite(s)
+    n = finite.sum(axis=1, keepdims=True)
+    mean = np.where(finite, s, 0.0).sum(axis=1, keepdims=True) / np.maximum(n, 1)
+    std = np.sqrt(np.where(finite, (s - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / np.maximum(n, 1))
+    return np.where(finite, (np.where(finite, s, 0.0) - mean) / np.where(std > 0, std, 1.0), -np.inf)
+
+
+def ranker_policy_value(reward: np.ndarray, behaviour: np.ndarray, shown: np.ndarray, pool_scores: np.ndarray,
+                        temperature: float, share: float, *, n_boot: int = 200, confidence: float = 0.95,
+                        seed: int = 0) -> tuple[Estimate, float]:
+    """(SNIPS estimate of the expected clicks per list, the logged policy's observed clicks per list) of the policy
+    that ranks each logged pool by ``pool_scores`` (n_lists, m; a new ranker's scores, -inf padded): its top k, with
+    ``share`` of the lists drawn by Plackett-Luce at ``temperature`` over the standardised scores (how the server
+    explores). The pool bounds it: the new policy is judged as a re-ranking of the candidates the logging policy
+    logged."""
+    r = np.asarray(reward, dtype=np.float64)
+    z = standardised(pool_scores)
+    e = replay(z, shown, temperature, share, fixed=_greedy(z, r.shape[1]))
+    return snips(r, behaviour, e, n_boot=n_boot, confidence=confidence, seed=seed), float(r.sum(axis=1).mean())
 
 
 def replay_expected_rewards(pool_scores: np.ndarray, q_items: np.ndarray, shown: np.ndarray, temperature: float,

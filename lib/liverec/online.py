@@ -275,7 +275,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         picks = [int(pool[p]) for p in mmr_order(rel, self.div[[cands[i] for i in pool]], req.k,
                                                    self.meta["mmr_lambda"])]
         picks = self.session_slots(picks, cands, found, scores, req.k)
-        picks, propensity = self.explore(req, picks, pool, scores, cands)
+        picks, propensity = self.explore(req, picks, pool, scores, cands, dense, recent)
         out = []
         for r, p in enumerate(picks, start=1):
             i = cands[p]
@@ -285,14 +285,16 @@ class OnlineScorer(RequestParsing, DenseFeatures):
                         "reason": self.reason(req, i, source, via), "propensity": float(propensity[r - 1])})
         return out
 
-    def explore(self, req: Request, picks: list[int], pool: np.ndarray, scores: np.ndarray, cands: list[int]
-                ) -> tuple[list[int], np.ndarray]:
+    def explore(self, req: Request, picks: list[int], pool: np.ndarray, scores: np.ndarray, cands: list[int],
+                dense: np.ndarray, recent: list[str]) -> tuple[list[int], np.ndarray]:
         """(the list to show, its prefix propensities). With ``feedback.exploration_share`` of the requests (and a
         positive ``feedback.exploration_temperature``) the list is drawn by Plackett-Luce over the served list and
         the ``recommend.mmr_pool`` best-scored candidates, their scores z-scored over that set
         (``liverec.offpolicy``); otherwise it is the served list. Either way the propensities are the mixture's:
-        what the impressions log for off-policy evaluation (1.0 everywhere when exploration is off)."""
+        what the impressions log for off-policy evaluation (1.0 everywhere when exploration is off), with the pool's
+        features (``dense`` rows of the candidates, the ``recent`` items) for a new ranker to re-score."""
         from liverec import offpolicy
+        from liverec.impressions import Pool
 
         share, temperature = float(self.meta.get("exploration_share", 0.0)), \
             float(self.meta.get("exploration_temperature", 0.0))
@@ -303,7 +305,8 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         z = (z - z.mean()) / (z.std() if z.std() > 0 else 1.0)
         greedy = np.arange(len(picks))
         shown = greedy
-        req.pool = ([self.item_ids[cands[a]] for a in arms], z.tolist())  # what the impressions log
+        req.pool = Pool([self.item_ids[cands[a]] for a in arms], z.tolist(), np.asarray(dense)[arms].tolist(),
+                        list(recent))  # what the impressions log
         if self.rng.random() < share:
             shown, _ = offpolicy.sample_list(z, len(picks), temperature, self.rng)
             req.explored = True

@@ -98,7 +98,7 @@ class Request:
     streamed: int = 0  # events of the session that came from the store's recent list (the stream), not the request
     pseudo: str | None = None  # the user's pseudonym (None for a visitor): what the impressions name
     explored: bool = False  # the answer was drawn by exploration (OnlineScorer.explore)
-    pool: tuple[list[str], list[float]] | None = None  # what exploration drew from (item ids, standardised scores)
+    pool: Any = None  # what exploration drew from (liverec.impressions.Pool: items, standardised scores, features)
 
 
 def _plain(v: Any) -> Any:

@@ -4,7 +4,9 @@ alias moves and the ranker's promotion decision. The one module that talks to th
 The gate: on the validation users of the newest examples (every candidate of each), a new ranker version's
 top N must beat the best baseline's top N (EASE's and ALS's own lists) and the current champion's (re-scored
 on the same rows) to take the champion alias. A champion that no longer beats the best baseline loses the
-alias: the nightly job then publishes that baseline, never worse.
+alias: the nightly job then publishes that baseline, never worse. With ``feedback.ope_gate`` on, a version must
+also pass the off-policy check on the logged online answers (``ope_verdict``): the lower bound of its estimated
+clicks per list above what the champion's answers got.
 """
 
 from __future__ import annotations
@@ -115,10 +117,25 @@ def run_params(run_id: str) -> dict[str, str]:
     return dict(_client().get_run(run_id).data.params)
 
 
-def promote(name: str, alias: str, version: str, valid_rows: pd.DataFrame, new_scores: np.ndarray, n: int
-            ) -> dict[str, Any]:
+def ope_verdict(ope: dict[str, Any] | None) -> tuple[bool, str]:
+    """(does the off-policy check let the version through, what the reason adds) for ``ope``, the answer of
+    ``liverec.stages.feedback.ope_check`` (None: the check is off). Not applied (too little logged): through."""
+    if ope is None:
+        return True, ""
+    if not ope.get("applied"):
+        return True, f"; off-policy check not applied: {ope.get('reason')}"
+    bound = (f"{ope['confidence']:.0%} lower bound {ope['ci_low']:.4f} of its estimated clicks per list "
+             f"({ope['estimate']:.4f}, {ope['lists']} logged answers)")
+    if ope["passed"]:
+        return True, f"; off-policy: {bound} above the logged {ope['logged']:.4f}"
+    return False, f"; off-policy check refuses it: {bound} not above the logged {ope['logged']:.4f}"
+
+
+def promote(name: str, alias: str, version: str, valid_rows: pd.DataFrame, new_scores: np.ndarray, n: int,
+            ope: dict[str, Any] | None = None) -> dict[str, Any]:
     """The promotion gate for ``version`` (its ``new_scores`` of ``valid_rows``); moves or removes ``alias``,
-    tags the best baseline and returns the decision (``promoted``, ``reason``, the NDCG@n of each side)."""
+    tags the best baseline and returns the decision (``promoted``, ``reason``, the NDCG@n of each side). ``ope``:
+    the off-policy check's answer (``feedback.ope_gate``), which can refuse a version that beats them all."""
     import mlflow
 
     from liverec.metrics import list_quality, top_n_ndcg
@@ -157,8 +174,11 @@ def promote(name: str, alias: str, version: str, valid_rows: pd.DataFrame, new_s
             f" and champion v{holder.version} ({old:.4f})" if old is not None else
             (f"; champion v{holder.version} cannot score these examples" if holder is not None else
              "; no champion yet"))
-    promoted = beats_baseline and (old is None or new > old)
-    decision.update(promoted=promoted, reason=reason, champion_removed=False)
+    ope_ok, ope_reason = ope_verdict(ope)
+    promoted = beats_baseline and (old is None or new > old) and ope_ok
+    reason += ope_reason
+    decision.update(promoted=promoted, reason=reason, champion_removed=False,
+                    **{f"ope_{k}": v for k, v in (ope or {}).items()})
     if promoted:
         client.set_registered_model_alias(name, alias, version)
     elif holder is not None and (old is None or old <= floor):

@@ -203,6 +203,10 @@ SILVER_IMPRESSIONS = StructType([  # liverec.impressions: one row per shown item
     # and their standardised scores, what evaluate_offpolicy replays other policies on; else null
     StructField("pool", ArrayType(StringType()), True),
     StructField("pool_scores", ArrayType(DoubleType()), True),
+    # with them: each pool candidate's ranker features (DENSE_FEATURES order) and the recent items the ranker read,
+    # what the promotion gate re-scores with a new ranker (liverec.stages.feedback.ope_check)
+    StructField("pool_dense", ArrayType(ArrayType(FloatType())), True),
+    StructField("recent_items", ArrayType(StringType()), True),
     StructField("ts", TimestampType(), False),  # when it was shown
     _s("ds", False),
 ])

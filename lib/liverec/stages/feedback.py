@@ -128,7 +128,7 @@ def logged_lists(lists: Any) -> tuple[dict[str, Any], dict[str, int]]:
         return {}, {"replayed": 0, "k": 0}
     sizes = lists["clicked"].map(len).to_numpy()
     k = int(np.bincount(sizes).argmax())
-    lists = lists[sizes == k]
+    lists = lists[sizes == k].reset_index(drop=True)
     m = int(lists["pool_scores"].map(len).max())
     scores = np.full((len(lists), m), -np.inf)
     for n, pool in enumerate(lists["pool_scores"]):  # one row per answer (a list), not per impression
@@ -136,8 +136,66 @@ def logged_lists(lists: Any) -> tuple[dict[str, Any], dict[str, int]]:
     shown = np.stack(lists["shown"].to_numpy()).astype(np.int64)
     arrays = {"reward": np.stack(lists["clicked"].to_numpy()), "behaviour": np.stack(lists["propensity"].to_numpy()),
               "shown": shown, "scores": scores, "z_shown": np.take_along_axis(scores, shown, axis=1),
-              "position": np.tile(np.arange(1, k + 1), (len(lists), 1))}
+              "position": np.tile(np.arange(1, k + 1), (len(lists), 1)), "lists": lists}
     return arrays, {"replayed": len(lists), "k": k}
+
+
+def ope_check(ctx: Context, model: Any, policy: str | None) -> dict[str, Any]:
+    """The promotion gate's off-policy check (``feedback.ope_gate``) of the ranker ``model`` (a loaded pyfunc): the
+    online answers of the last ``feedback.ope_gate_days`` days up to ds that logged their pool's features, those
+    ``policy`` served (the champion's tag; None = every policy), re-scored by ``model``, its SNIPS estimate of
+    clicks per list as the server would serve it (``offpolicy.ranker_policy_value``) against the clicks per list
+    those answers got. -> ``applied`` (False, with ``reason``, when there is too little to judge), ``passed``
+    (the interval's lower bound is above the logged value), the numbers."""
+    import numpy as np
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from liverec import impressions, lakehouse, offpolicy
+    from liverec.features import DENSE_FEATURES
+    from liverec.ranker.pyfunc import score_examples
+
+    spark, settings, conf = ctx.spark, ctx.settings, ctx.settings.feedback
+    if conf.ope_gate_days <= 0 or conf.ope_gate_min_lists <= 0:
+        raise InputError(f"feedback.ope_gate_days and feedback.ope_gate_min_lists must be positive, got "
+                         f"{conf.ope_gate_days} and {conf.ope_gate_min_lists}")
+    first = (dt.date.fromisoformat(ctx.ds) - dt.timedelta(days=conf.ope_gate_days - 1)).isoformat()
+    whose = f" served by {policy}" if policy else ""
+    out: dict[str, Any] = {"applied": False, "from_ds": first, "policy": policy or "any", "lists": 0}
+    if not lakehouse.exists(spark, settings, tables.FEEDBACK):
+        return {**out, "reason": "no gold.feedback yet (collect_feedback)"}
+    fb = lakehouse.read(spark, settings, tables.FEEDBACK).where((F.col("ds") >= first) & (F.col("ds") <= ctx.ds))
+    if "pool_dense" not in fb.columns:
+        return {**out, "reason": "gold.feedback predates logged pool features"}
+    rows = impressions.replayable(fb, features=True)
+    if policy:
+        rows = rows.where(F.col("policy") == policy)
+    arrays, counts = logged_lists(rows.toPandas())
+    n = counts["replayed"]
+    out["lists"] = n
+    if n < conf.ope_gate_min_lists:
+        return {**out, "reason": f"{n} replayable answers with logged features{whose} in {first}..{ctx.ds}, fewer "
+                                 f"than feedback.ope_gate_min_lists ({conf.ope_gate_min_lists})"}
+    lists = arrays["lists"]
+    sizes = lists["pool"].map(len).to_numpy()
+    dense = np.asarray([row for pool in lists["pool_dense"] for row in pool], dtype=np.float32)
+    if dense.shape[1:] != (len(DENSE_FEATURES),):
+        return {**out, "reason": f"the logged pools hold {dense.shape[1:]} features per candidate, this release "
+                                 f"{len(DENSE_FEATURES)}"}
+    frame = pd.DataFrame({"item_id": np.concatenate(lists["pool"].to_numpy()),
+                          "recent_items": np.repeat(lists["recent_items"].to_numpy(), sizes), "dense": list(dense)})
+    try:
+        flat = np.asarray(score_examples(model, frame), dtype=np.float64)
+    except (ValueError, KeyError, RuntimeError) as err:  # e.g. a model of another feature set
+        return {**out, "reason": f"the new ranker cannot score the logged features: {err}"[:500]}
+    scores = np.full(arrays["scores"].shape, -np.inf)
+    scores[np.arange(scores.shape[1])[None, :] < sizes[:, None]] = flat  # row-major: each pool's scores in order
+    est, logged = offpolicy.ranker_policy_value(arrays["reward"], arrays["behaviour"], arrays["shown"], scores,
+                                                conf.exploration_temperature, conf.exploration_share,
+                                                n_boot=conf.ope_bootstrap, confidence=conf.ope_confidence)
+    return {**out, "applied": True, "passed": bool(est.ci_low > logged), "estimate": est.value,
+            "ci_low": est.ci_low, "ci_high": est.ci_high, "ess": est.ess, "logged": logged,
+            "confidence": conf.ope_confidence}
 
 
 def run_evaluate_offpolicy(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:

@@ -88,14 +88,22 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="register the new version only; promote_ranker decides (as the Airflow training DAG does)")
 
 
-def _promote(ctx: Context, version: str, valid: Any, scores: Any) -> dict[str, Any]:
-    """The champion gate for ``version`` (its ``scores`` of the validation rows ``valid``); logged and tagged."""
+def _promote(ctx: Context, version: str, valid: Any, scores: Any, model: Any) -> dict[str, Any]:
+    """The champion gate for ``version`` (its ``scores`` of the validation rows ``valid``; ``model`` the loaded
+    pyfunc, for the off-policy check when ``feedback.ope_gate`` is on); logged and tagged."""
     import mlflow
 
     from liverec import registry
+    from liverec.stages.feedback import ope_check
 
     conf, n = ctx.settings.ranker, ctx.settings.recommend.top_n
-    decision = registry.promote(conf.registered_model, conf.champion_alias, str(version), valid, scores, n)
+    ope = None
+    if ctx.settings.feedback.ope_gate:
+        holder = registry.champion(conf.registered_model, conf.champion_alias)
+        ope = ope_check(ctx, model, holder.tag if holder is not None and holder.version != str(version) else None)
+        ctx.progress.step("off-policy check", ope["lists"], **{k: (round(v, 4) if isinstance(v, float) else v)
+                                                                for k, v in ope.items() if k != "lists"})
+    decision = registry.promote(conf.registered_model, conf.champion_alias, str(version), valid, scores, n, ope)
     mlflow.log_params({f"promotion.{k}": v for k, v in decision.items()})
     mlflow.log_metrics({f"promotion.{k}": float(v) for k, v in decision.items()
                         if isinstance(v, float) and k.endswith(f"_at_{n}")})
@@ -162,7 +170,7 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         progress.step("register", None, model=conf.registered_model, version=int(version), promoted=False,
                       reason=decision["reason"])
     else:
-        decision = _promote(ctx, version, valid, scores)
+        decision = _promote(ctx, version, valid, scores, loaded)
     vocab.unpersist()
     return {"version": int(version), f"best_val_ndcg_at_{conf.val_k}": result.best_ndcg, "epochs": len(result.history),
             "train_examples_per_s": result.examples_per_s, "train_lists": result.train_examples,
@@ -195,7 +203,7 @@ def run_promote_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     model = mlflow.pyfunc.load_model(f"models:/{conf.registered_model}/{mv.version}")
     scores = score_examples(model, valid)
     mlflow.log_params({"candidate_version": mv.version, "candidate_run_id": mv.run_id, "examples_ds": ex_ds})
-    decision = _promote(ctx, str(mv.version), valid, scores)
+    decision = _promote(ctx, str(mv.version), valid, scores, model)
     return {f"promotion_{k}": v for k, v in decision.items()}
 
 
