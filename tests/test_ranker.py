@@ -281,3 +281,55 @@ def test_a_negative_score_threads_is_one_clear_line(spark, settings, capsys):
     assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", DEMO_DS,
                  "--set", "ranker.score_threads=-1"]) == 2
     assert "ranker.score_threads must be >= 0 (0 = torch's default), got -1" in capsys.readouterr().err
+
+
+def test_shown_and_not_clicked_candidates_are_negatives_weighted_by_inverse_propensity(spark, settings_factory):
+    """ranker.impression_negatives: what a user was shown and did not click (gold.feedback rows) becomes a kept
+    negative of that user with weight sum(1 / propensity), clipped; a clicked impression, a held-out positive and a
+    visitor's impression do not; the sampled-softmax lists carry log(weight) per negative, 0 for the positive."""
+    settings = settings_factory("ranker.negatives_per_user=1", "ranker.validation_fraction=0.01")
+    ids = [f"{p}{i}" for p in "ij" for i in range(8)]  # u1's candidates i*, u2's j*
+    cands = spark.createDataFrame([("u1" if x[0] == "i" else "u2", x) for x in ids], "user_id string, item_id string")
+    labels = spark.createDataFrame([("u1", "i0"), ("u2", "j0"), ("u1", "i7")], "user_id string, item_id string")
+    feedback = spark.createDataFrame([
+        ("u1", "i3", 0.5, False), ("u1", "i3", 0.25, False),  # twice: 2 + 4 = 6
+        ("u1", "i4", 0.05, False),  # 20, clipped at 10
+        ("u1", "i5", 0.5, True),  # clicked: not a negative
+        ("u1", "i7", 0.5, False),  # a held-out positive stays a positive of weight 1
+        (None, "i6", 0.5, False),  # a visitor
+        ("u2", "j2", 1.0, False),  # the nightly list (propensity 1): weight 1
+    ], "user_id string, item_id string, propensity double, clicked boolean")
+    shown = ex.impression_negatives(feedback, 10.0)
+    assert sorted(tuple(r) for r in shown.collect()) == [("u1", "i3", 6.0), ("u1", "i4", 10.0), ("u1", "i7", 2.0),
+                                                         ("u2", "j2", 1.0)]
+    out = {(r["user_id"], r["item_id"]): r for r in ex.build_examples(cands, labels, settings, shown).collect()}
+    assert all(r["split"] == "train" for r in out.values())
+    weights = {k: r["weight"] for k, r in out.items()}
+    assert weights[("u1", "i3")] == 6.0 and weights[("u1", "i4")] == 10.0 and weights[("u2", "j2")] == 1.0
+    assert weights[("u1", "i7")] == 1.0 and out[("u1", "i7")]["label"] == 1.0
+    # kept: the positives, one drawn negative per user and the shown ones; every other weight is 1
+    assert {k for k, r in out.items() if r["label"] == 0} >= {("u1", "i3"), ("u1", "i4"), ("u2", "j2")}
+    assert sum(r["label"] == 0 for r in out.values()) <= 2 + 3
+    assert all(w == 1.0 for k, w in weights.items() if k not in {("u1", "i3"), ("u1", "i4")})
+    assert ex.build_examples(cands, labels, settings).where(F.col("weight") != 1.0).count() == 0
+
+    rows = spark.createDataFrame(
+        [(r["user_id"], r["item_id"], ids.index(r["item_id"]) + 1, r["label"], [float(r["label"])], [1, 2],
+          r["weight"])
+         for r in out.values()],
+        "user_id string, item_id string, item_idx int, label double, dense array<float>, recent_idx array<int>, "
+        "weight double")
+    lists = ex.training_lists(rows, 3, 4, seed=1).collect()
+    assert len(lists) == 3  # one per positive
+    by_idx = {ids.index(k[1]) + 1: w for k, w in weights.items()}
+    for lst in lists:
+        assert lst["log_weight"][0] == 0.0 and len(lst["log_weight"]) == 5
+        np.testing.assert_allclose(lst["log_weight"][1:], np.log([by_idx[i] for i in lst["item_idx"][1:]]), rtol=1e-6)
+
+
+def test_a_negative_of_weight_w_counts_as_w_copies_in_the_sampled_softmax():
+    logits = torch.tensor([[1.0, 0.3, -0.5]])
+    weighted = torch.nn.functional.cross_entropy(logits + torch.log(torch.tensor([[1.0, 3.0, 1.0]])),
+                                                 torch.tensor([0]))
+    copies = torch.nn.functional.cross_entropy(torch.tensor([[1.0, 0.3, 0.3, 0.3, -0.5]]), torch.tensor([0]))
+    assert float(weighted) == pytest.approx(float(copies), rel=1e-6)

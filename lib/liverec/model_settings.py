@@ -48,6 +48,9 @@ class RankerSettings:
     label_fraction: float
     negatives_per_user: int
     negatives_per_positive: int
+    impression_negatives: bool
+    impression_days: int
+    impression_weight_clip: float
     recent_items: int
     trend_days: int
     validation_fraction: float

@@ -39,8 +39,9 @@ class ExampleSet:
 
 def make_examples(spark: SparkSession, events: DataFrame, items: DataFrame, item_embeddings: DataFrame | None,
                   neighbors: DataFrame | None, social: DataFrame | None, settings: Settings, key: bytes,
-                  checkpoint_dir: str) -> ExampleSet:
-    """The ranker's training and validation examples from ``events`` (see the module doc). Raises InputError,
+                  checkpoint_dir: str, shown: DataFrame | None = None) -> ExampleSet:
+    """The ranker's training and validation examples from ``events`` (see the module doc); ``shown``: weighted
+    negatives from the logged impressions (``examples.impression_negatives``), or None. Raises InputError,
     with the counts and the conf keys to change, when the split leaves no history, no held-out pair, or no
     held-out pair among the candidates."""
     conf = settings.ranker
@@ -56,7 +57,7 @@ def make_examples(spark: SparkSession, events: DataFrame, items: DataFrame, item
     users = held.select("user_id").distinct().join(f.users.select("user_id"), "user_id", "left_semi")
     cands = candidates.candidate_rows(f, users, neighbors, settings).localCheckpoint()
     found = candidates.recall(cands, held)
-    rows = ex.build_examples(cands, held, settings)
+    rows = ex.build_examples(cands, held, settings, shown)
     vocab = ex.vocabulary(f).localCheckpoint()
     rows = ex.with_indices(rows, vocab).withColumn("cutoff_ts", splits.timestamp(cutoff or 0.0)).localCheckpoint()
     per_split = {r["split"]: r["n"] for r in rows.where(F.col("label") > 0).groupBy("split")

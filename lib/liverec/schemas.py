@@ -157,6 +157,9 @@ RANKER_EXAMPLES = StructType([
     # positives and ranker.negatives_per_user drawn negatives: what training and the per-epoch validation read
     # (a validation user also keeps the other candidates, for the promotion gate's top N)
     StructField("sampled", BooleanType(), False),
+    # a negative's weight in the sampled softmax: 1, or for a candidate the user was shown and did not click (an
+    # impression of gold.feedback, ranker.impression_negatives) its inverse propensity, clipped
+    StructField("weight", DoubleType(), True),
     StructField("sources", ArrayType(StringType()), False),  # the candidate sources that found the item
     StructField("als_rank", IntegerType(), True),  # rank in the user's ALS list (null beyond it)
     StructField("ease_rank", IntegerType(), True),  # rank in the user's EASE list (null beyond it)

@@ -29,7 +29,18 @@ def label_split(events: DataFrame, settings: Settings) -> tuple[DataFrame, DataF
     return splits.holdout(events, conf.label_split, conf.label_fraction, conf.seed)
 
 
-def build_examples(cands: DataFrame, labels: DataFrame, settings: Settings) -> DataFrame:
+def impression_negatives(feedback: DataFrame, clip: float) -> DataFrame:
+    """(user_id, item_id, weight) of what users were shown and did not click (gold.feedback rows): the weight is
+    the sum over those impressions of 1 / the logged propensity, clipped at ``clip``. The logged propensity is the
+    prefix one (the whole list down to the item), at most the item's own chance to be shown there, so the weight is
+    an upper bound of its inverse, which the clip keeps from dominating a list."""
+    return (feedback.where(F.col("user_id").isNotNull() & ~F.col("clicked") & (F.col("propensity") > 0))
+            .groupBy("user_id", "item_id").agg(F.sum(1.0 / F.col("propensity")).alias("w"))
+            .select("user_id", "item_id", F.least(F.col("w"), F.lit(float(clip))).alias("weight")))
+
+
+def build_examples(cands: DataFrame, labels: DataFrame, settings: Settings, shown: DataFrame | None = None
+                   ) -> DataFrame:
     """Labelled candidate rows (the candidate columns + label, split, n_labels) of the users with a label.
 
     ``cands``: the candidate rows of the history's users (``liverec.candidates.candidate_rows``), ``labels``: the
@@ -40,6 +51,9 @@ def build_examples(cands: DataFrame, labels: DataFrame, settings: Settings) -> D
     count). ``sampled`` marks every positive and ``ranker.negatives_per_user`` of the other candidates of each
     user, drawn uniformly: a training user keeps only those (``training_lists`` turns them into sampled-softmax
     lists), and the per-epoch validation (early stopping) scores only those of the validation users.
+
+    ``shown`` (``impression_negatives``: what the user was shown and did not click, with a weight): a negative
+    candidate among them is kept (``sampled``) with that ``weight``; every other row weighs 1.
     """
     conf = settings.ranker
     held = labels.select("user_id", "item_id").distinct().withColumn("label", F.lit(1.0))
@@ -52,6 +66,14 @@ def build_examples(cands: DataFrame, labels: DataFrame, settings: Settings) -> D
     rows = rows.withColumn("split", F.when(valid, "valid").otherwise("train"))
     draw = Window.partitionBy("user_id", "label").orderBy(F.xxhash64("user_id", "item_id", F.lit(conf.seed)))
     rows = rows.withColumn("sampled", (F.col("label") > 0) | (F.row_number().over(draw) <= conf.negatives_per_user))
+    if shown is None:
+        rows = rows.withColumn("weight", F.lit(1.0))
+    else:
+        was_shown = (F.col("label") == 0) & F.col("shown_weight").isNotNull()
+        rows = (rows.join(shown.withColumnRenamed("weight", "shown_weight"), ["user_id", "item_id"], "left")
+                .withColumn("sampled", F.col("sampled") | was_shown)
+                .withColumn("weight", F.when(was_shown, F.col("shown_weight")).otherwise(F.lit(1.0)))
+                .drop("shown_weight"))
     return rows.where((F.col("split") == "valid") | F.col("sampled"))
 
 
@@ -87,11 +109,15 @@ def padded(col: str, length: int) -> F.Column:
 def training_lists(examples: DataFrame, length: int, negatives: int, seed: int) -> DataFrame:
     """Sampled-softmax rows for training: per positive, the positive first and ``negatives`` of the same user's
     negatives (drawn with a hash, with replacement when the user has fewer): item_idx array<int> (1 +
-    negatives), recent_idx (fixed length), dense (the list's feature rows, flattened), group."""
+    negatives), recent_idx (fixed length), dense (the list's feature rows, flattened), log_weight array<float>
+    (0 for the positive, the log of each negative's ``weight``: added to its logit, a negative of weight w counts as
+    w copies of itself in the softmax's denominator), group."""
+    weight = F.coalesce(F.col("weight"), F.lit(1.0)) if "weight" in examples.columns else F.lit(1.0)
     rows = examples.select("user_id", "item_id", F.col("item_idx").cast("int"), "label",
-                           F.col("dense").cast("array<float>"), padded("recent_idx", length).alias("recent_idx"))
+                           F.col("dense").cast("array<float>"), padded("recent_idx", length).alias("recent_idx"),
+                           F.log(weight).cast("float").alias("log_weight"))
     negs = (rows.where(F.col("label") == 0).groupBy("user_id")
-            .agg(F.collect_list(F.struct("item_idx", "dense")).alias("negs")))
+            .agg(F.collect_list(F.struct("item_idx", "dense", "log_weight")).alias("negs")))
     pos = rows.where(F.col("label") > 0).join(negs, "user_id")
     picks = F.transform(F.sequence(F.lit(1), F.lit(negatives)), lambda j: F.element_at(
         "negs", (F.pmod(F.xxhash64("user_id", "item_id", j, F.lit(seed)), F.size("negs")) + 1).cast("int")))
@@ -100,6 +126,7 @@ def training_lists(examples: DataFrame, length: int, negatives: int, seed: int) 
         F.concat(F.array("item_idx"), F.transform("picks", lambda x: x["item_idx"])).alias("item_idx"),
         "recent_idx",
         F.flatten(F.concat(F.array("dense"), F.transform("picks", lambda x: x["dense"]))).alias("dense"),
+        F.concat(F.array(F.lit(0.0).cast("float")), F.transform("picks", lambda x: x["log_weight"])).alias("log_weight"),
         F.xxhash64("user_id").alias("group"))
 
 

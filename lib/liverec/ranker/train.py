@@ -146,6 +146,8 @@ def train_worker(payload: dict) -> dict | None:
         for _ in range(steps):
             batch = next(stream)
             logits = list_logits(ddp, batch, device)
+            if "log_weight" in batch:  # a weighted negative counts as that many copies (examples.training_lists)
+                logits = logits + batch["log_weight"].float().to(device)
             # sampled softmax: the positive (column 0) against the user's negatives of its list
             loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long,
                                                                          device=device))

@@ -25,8 +25,9 @@ from liverec.stages.base import (
     write,
 )
 
+# the ranker.* keys that shape the examples (logged with them)
 EXAMPLE_KNOBS = ("label_split", "label_fraction", "negatives_per_user", "negatives_per_positive", "recent_items",
-                 "validation_fraction", "seed")  # the ranker.* keys that shape the examples (logged with them)
+                 "validation_fraction", "seed", "impression_negatives", "impression_days", "impression_weight_clip")
 
 
 def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
@@ -52,9 +53,11 @@ def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[st
         progress.info("no gold.item_embeddings up to this ds: content features are 0 (run embed_items first)")
     neighbors, _ = latest(ctx, tables.ITEM_NEIGHBORS)
     items = catalog.latest_items(spark, settings, ds)
+    shown = _impression_negatives(ctx)
     try:
         made = product.make_examples(spark, events, items, emb, neighbors, social(ctx), settings,
-                                     cleaning.id_key(settings), tables.checkpoint_path(settings, "ranker-history", ds))
+                                     cleaning.id_key(settings), tables.checkpoint_path(settings, "ranker-history", ds),
+                                     shown)
     except InputError as err:
         # too little data to learn from: say so and why, leave an empty partition for this ds (so no older
         # examples pass for today's), and let the pipeline go on with the baseline (train_ranker names the reason)
@@ -65,6 +68,13 @@ def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[st
         return {"examples": 0, "skipped": str(err), "skip_stages": ["train_ranker"]}
     progress.step("label split", made.history_events, held_out_pairs=made.held_pairs, split=conf.label_split,
                   cutoff=str(made.cutoff), ease=made.ease_fitted)
+    if shown is not None:
+        kept = made.rows.where(F.col("label") == 0).join(shown, ["user_id", "item_id"], "left_semi").groupBy(
+            "split").count().collect()
+        used = {r["split"]: r["count"] for r in kept}
+        progress.step("impression negatives", sum(used.values()), train=used.get("train", 0),
+                      valid=used.get("valid", 0), shown_pairs=shown.count())
+        mlflow.log_metrics({"impression_negatives.train": used.get("train", 0)})
     progress.step("candidates", None, **{f"recall_{k}": round(v, 4) for k, v in made.recall.items()})
     mlflow.log_metrics({f"candidate_recall.{k}": v for k, v in made.recall.items()})
     v_items, n_vocab = write(ctx, tables.RANKER_ITEMS, made.vocab.withColumn("ds", F.lit(ds)))
@@ -80,6 +90,32 @@ def run_build_ranker_examples(ctx: Context, args: argparse.Namespace) -> dict[st
     progress.step("write gold.ranker_examples", n_rows, version=v_ex,
                   **{k: v for k, v in summary.items() if k.startswith(("train_", "valid_"))})
     return summary
+
+
+def _impression_negatives(ctx: Context) -> Any:
+    """What the users were shown and did not click in the last ``ranker.impression_days`` days of gold.feedback up to
+    ds, with inverse-propensity weights (``examples.impression_negatives``): None when ``ranker.impression_negatives``
+    is off or nothing was logged."""
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    from liverec import lakehouse
+    from liverec.ranker.examples import impression_negatives
+
+    conf = ctx.settings.ranker
+    if not conf.impression_negatives:
+        return None
+    if conf.impression_days <= 0 or not conf.impression_weight_clip >= 1:
+        raise InputError(f"ranker.impression_days must be positive and ranker.impression_weight_clip at least 1, got "
+                         f"{conf.impression_days} and {conf.impression_weight_clip}")
+    if not lakehouse.exists(ctx.spark, ctx.settings, tables.FEEDBACK):
+        ctx.progress.info("ranker.impression_negatives is on but there is no gold.feedback (collect_feedback): no "
+                          "impression negatives")
+        return None
+    first = (dt.date.fromisoformat(ctx.ds) - dt.timedelta(days=conf.impression_days - 1)).isoformat()
+    fb = lakehouse.read(ctx.spark, ctx.settings, tables.FEEDBACK).where((F.col("ds") >= first) & (F.col("ds") <= ctx.ds))
+    return impression_negatives(fb, conf.impression_weight_clip).localCheckpoint()
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
@@ -208,7 +244,7 @@ def run_promote_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
 
 
 EXAMPLE_INPUTS = (tables.SILVER_EVENTS, tables.BRONZE_ITEMS, tables.BRONZE_SOCIAL, tables.ITEM_EMBEDDINGS,
-                  tables.ITEM_NEIGHBORS)
+                  tables.ITEM_NEIGHBORS, tables.FEEDBACK)
 STAGES = (
     Stage("build_ranker_examples", "held-out labels, leak-free features and the candidate union -> "
           "gold.ranker_examples", reads=EXAMPLE_INPUTS, writes=(tables.RANKER_EXAMPLES, tables.RANKER_ITEMS),
