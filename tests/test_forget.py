@@ -16,7 +16,7 @@ from deltalake import DeltaTable as DeltaLakeTable
 from deltalake import QueryBuilder
 from pyspark.sql import functions as F
 
-from liverec import impressions, lakehouse, schemas, tables
+from liverec import forget, impressions, lakehouse, schemas, tables
 from liverec.cleaning import pseudonymise_value
 from liverec.cli import main
 from liverec.registry import RETRAIN_TAG
@@ -83,11 +83,19 @@ def test_forget_removes_people_everywhere_and_keeps_everyone_else(spark, demo_pi
         store_count = store.count()
     assert in_store == 2
 
+    # their events (raw ids) in the streaming landing folder, beside someone else's
+    events = tmp_path / "event-landing"
+    events.mkdir()
+    (events / "events-1.json").write_text("".join(json.dumps({"user_id": u, "item_id": "i1", "event_type": "click",
+                                                              "ts": "2026-11-02T12:00:00Z"}) + "\n"
+                                                  for u in [*raw_ids, "someone-else"]))
+    stream = ["--set", f"stream.landing={events}"]
+
     # the first by raw id, the second by pseudonym
     (tmp_path / "raw.txt").write_text(f"# a request\n{raw_ids[0]}\n\n")
     (tmp_path / "pseudo.txt").write_text(f"{users[1]}\n")
-    assert main(["forget", *cli_args(settings), "--users", str(tmp_path / "raw.txt"), "--ds", DEMO_DS]) == 0
-    assert main(["forget", *cli_args(settings), "--users", str(tmp_path / "pseudo.txt"), "--pseudonymised",
+    assert main(["forget", *cli_args(settings), *stream, "--users", str(tmp_path / "raw.txt"), "--ds", DEMO_DS]) == 0
+    assert main(["forget", *cli_args(settings), *stream, "--users", str(tmp_path / "pseudo.txt"), "--pseudonymised",
                  "--ds", DEMO_DS]) == 0
 
     for t, (mine, total) in before.items():
@@ -113,7 +121,8 @@ def test_forget_removes_people_everywhere_and_keeps_everyone_else(spark, demo_pi
         deleted[r["target"]] = deleted.get(r["target"], 0) + r["rows_deleted"]
     assert {t: deleted[t] for t in before} == {t: mine for t, (mine, _) in before.items()}
     # the landing folder still holds the collected file (their two impressions) beside the late one
-    assert deleted["store:online"] == 2 and deleted["files:impressions"] == 3
+    assert deleted["store:online"] == 2 and deleted["files:impressions"] == 3 and deleted["files:landing"] == 2
+    assert [json.loads(x)["user_id"] for x in (events / "events-1.json").read_text().splitlines()] == ["someone-else"]
     text = json.dumps([r.asDict() for r in rows], default=str)
     assert not any(x in text for x in (*users, *raw_ids))  # counts, never ids
 
@@ -123,7 +132,7 @@ def test_forget_removes_people_everywhere_and_keeps_everyone_else(spark, demo_pi
     assert marked and all(RETRAIN_TAG in v.tags for v in marked)
 
     # a rerun: nothing left to delete
-    assert main(["forget", *cli_args(settings), "--users", str(tmp_path / "raw.txt"), "--ds", DEMO_DS]) == 0
+    assert main(["forget", *cli_args(settings), *stream, "--users", str(tmp_path / "raw.txt"), "--ds", DEMO_DS]) == 0
     again = lakehouse.read(spark, settings, tables.FORGET_AUDIT).where(~F.col("run_id").isin(
         [r["run_id"] for r in rows]))
     assert again.count() > 0 and again.agg(F.sum("rows_deleted")).collect()[0][0] == 0
@@ -137,3 +146,20 @@ def test_forget_refuses_an_empty_list_and_a_malformed_pseudonym(tmp_path, capsys
     (tmp_path / "bad.txt").write_text("not-a-pseudonym\n")
     assert main(["forget", *cli_args(settings), "--users", str(tmp_path / "bad.txt"), "--pseudonymised"]) == 2
     assert "is not a pseudonym" in capsys.readouterr().err
+
+
+def test_the_streaming_landing_files_lose_the_peoples_lines_whatever_their_format(tmp_path):
+    from liverec.cleaning import pseudonymise_value
+
+    key = b"k"
+    gone = [pseudonymise_value("alice", key)]
+    (tmp_path / "a.json").write_text('{"user_id": "alice", "item_id": "1"}\nnot json\n{"user_id": "bob"}\n')
+    (tmp_path / "b.csv").write_text("item_id,user_id,ts\n1,alice,2\n2,bob,3\n3,alice,4\n")
+    (tmp_path / ".hidden.json").write_text('{"user_id": "alice"}\n')  # not the stream's: left alone
+    assert forget.scrub_event_files(str(tmp_path), gone, key, "json") == 1
+    assert (tmp_path / "a.json").read_text() == 'not json\n{"user_id": "bob"}\n'
+    assert forget.scrub_event_files(str(tmp_path), gone, key, "csv") == 2
+    assert (tmp_path / "b.csv").read_text() == "item_id,user_id,ts\n2,bob,3\n"
+    assert (tmp_path / ".hidden.json").read_text() == '{"user_id": "alice"}\n'
+    assert forget.scrub_event_files(str(tmp_path), gone, key, "csv") == 0  # a rerun removes nothing
+    assert forget.scrub_event_files(str(tmp_path / "absent"), gone, key, "json") == 0

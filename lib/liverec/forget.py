@@ -9,9 +9,13 @@ gets one Delta DELETE of the rows whose user columns name one of them (a social 
 a VACUUM with ``forget.vacuum_retain_hours`` so older versions (time travel) no longer hold them either. A second run
 over the same list deletes nothing and vacuums nothing.
 
-Not covered (documented in docs/privacy.md): event files still waiting in the streaming landing folder (raw ids in
-a source format; stream_events would bring them back), the derived rows of other people (a friend's
-``friend_count``), and item-level models (ALS item factors, EASE) until the next nightly run refits them.
+The event files in the streaming landing folder (``stream.landing``: raw ids, JSON lines or CSV) lose the people's
+lines too, read by the stream or not: a file is rewritten under a hidden name and renamed into place, so one not
+yet read is read without them and one already read, whose path the stream's checkpoint remembers, is not read
+again.
+
+Not covered (documented in docs/privacy.md): the derived rows of other people (a friend's ``friend_count``), and
+item-level models (ALS item factors, EASE) until the next nightly run refits them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from liverec import tables
 
 ONLINE_STORE = "store:online"
 IMPRESSION_FILES = "files:impressions"
+EVENT_FILES = "files:landing"
 
 
 def read_ids(path: str | Path) -> list[str]:
@@ -120,9 +125,65 @@ def scrub_impression_files(folder: str, users: list[str]) -> int:
         if len(keep) == len(lines):
             continue
         removed += len(lines) - len(keep)
-        tmp = path.with_name(f".{path.name}.forget")
-        tmp.write_bytes(b"\n".join(keep) + (b"\n" if keep else b""))
-        os.replace(tmp, path)
+        _rewrite(path, b"\n".join(keep) + (b"\n" if keep else b""))
+    return removed
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.forget")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def scrub_event_files(folder: str, users: list[str], key: bytes, fmt: str) -> int:
+    """Remove the users' events from the files in the streaming landing folder ``folder`` (``fmt`` json: JSON lines;
+    csv: a header line naming the columns). The files hold raw ids: each line's ``user_id`` is pseudonymised and
+    compared with ``users`` (pseudonyms). A line that does not parse is kept (the stream quarantines it). Each file
+    with a line removed is rewritten under a hidden name and renamed into place; the lines removed."""
+    import csv
+    import io
+
+    from liverec.cleaning import pseudonymise_value
+
+    wanted, verdict = set(users), {}
+
+    def gone(raw: Any) -> bool:
+        if raw is None or raw == "":
+            return False
+        raw = str(raw)
+        if raw not in verdict:
+            verdict[raw] = pseudonymise_value(raw, key) in wanted
+        return verdict[raw]
+
+    root = Path(folder.removeprefix("file://"))
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith((".", "_"))):
+        if fmt == "csv":
+            rows = list(csv.reader(io.StringIO(path.read_text())))
+            if not rows or "user_id" not in rows[0]:
+                continue
+            at = rows[0].index("user_id")
+            keep = [rows[0], *[r for r in rows[1:] if not (len(r) > at and gone(r[at]))]]
+            if len(keep) < len(rows):
+                out = io.StringIO()
+                csv.writer(out, lineterminator="\n").writerows(keep)
+                _rewrite(path, out.getvalue().encode())
+                removed += len(rows) - len(keep)
+            continue
+        lines = path.read_bytes().splitlines()
+        keep = []
+        for line in lines:
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                row = None
+            if not (isinstance(row, dict) and gone(row.get("user_id"))):
+                keep.append(line)
+        if len(keep) < len(lines):
+            _rewrite(path, b"\n".join(keep) + (b"\n" if keep else b""))
+            removed += len(lines) - len(keep)
     return removed
 
 

@@ -9,7 +9,15 @@ from typing import Any
 
 from liverec import tables
 from liverec.errors import InputError
-from liverec.stages.base import IMPRESSIONS_LANDING, ONLINE_MODEL, ONLINE_STORE, RANKER_VERSION, Context, Stage
+from liverec.stages.base import (
+    IMPRESSIONS_LANDING,
+    LANDING,
+    ONLINE_MODEL,
+    ONLINE_STORE,
+    RANKER_VERSION,
+    Context,
+    Stage,
+)
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +52,9 @@ def run_forget(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     progress.step("delete from the online store", deleted[forget.ONLINE_STORE])
     deleted[forget.IMPRESSION_FILES] = forget.scrub_impression_files(tables.impressions_landing(settings), users)
     progress.step("impression files not yet collected", deleted[forget.IMPRESSION_FILES])
+    deleted[forget.EVENT_FILES] = forget.scrub_event_files(settings.stream.landing, users, key, settings.stream.format)
+    progress.step("event files in the streaming landing folder", deleted[forget.EVENT_FILES],
+                  folder=settings.stream.landing)
 
     run_id, now = mlflow.active_run().info.run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None)
     audit = spark.createDataFrame(
@@ -62,10 +73,10 @@ def run_forget(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
 
 STAGES = (
-    Stage("forget", "delete the people in --users from every table, the online store and the waiting impression "
-          "files (Delta DELETE + VACUUM), a count per place in gold.forget_audit, the models trained on their data "
-          "marked for retraining; not part of the pipeline",
-          reads=(*tables.PERSONAL,), writes=(*tables.PERSONAL, ONLINE_STORE, IMPRESSIONS_LANDING, tables.FORGET_AUDIT,
-                                              RANKER_VERSION, ONLINE_MODEL),
+    Stage("forget", "delete the people in --users from every table, the online store, the waiting impression "
+          "files and the streaming landing folder's event files (Delta DELETE + VACUUM), a count per place in "
+          "gold.forget_audit, the models trained on their data marked for retraining; not part of the pipeline",
+          reads=(*tables.PERSONAL,), writes=(*tables.PERSONAL, ONLINE_STORE, IMPRESSIONS_LANDING, LANDING,
+                                              tables.FORGET_AUDIT, RANKER_VERSION, ONLINE_MODEL),
           run=run_forget, add_arguments=_arguments, pipeline=False),
 )
