@@ -43,6 +43,14 @@ class EmbeddingSettings:
 
 
 @dataclass(frozen=True)
+class RankerPrivacySettings:
+    enabled: bool
+    target_epsilon: float
+    delta: float
+    max_grad_norm: float
+
+
+@dataclass(frozen=True)
 class RankerSettings:
     label_split: str
     label_fraction: float
@@ -75,3 +83,4 @@ class RankerSettings:
     variant_max_ndcg_loss: float
     registered_model: str
     champion_alias: str
+    privacy: RankerPrivacySettings

@@ -22,6 +22,8 @@ from liverec.errors import InputError
 BASELINES = ("ease", "als")  # the baselines the gate measures (their rank columns in the validation rows)
 BEST_BASELINE_TAG = "best_baseline"  # registered-model tag: the baseline the last gate measured best
 PROMOTION_TAG = "promotion"  # model-version tag: the gate's reason
+# model-version tags of a ranker trained with DP-SGD (ranker.privacy): the epsilon it spent and its delta
+PRIVACY_TAGS = ("privacy.epsilon", "privacy.delta")
 RANKED_PREFIX = "ranker:"  # how gold.recommendations.model_version starts on the rows a ranker ranked
 
 
@@ -177,6 +179,11 @@ def promote(name: str, alias: str, version: str, valid_rows: pd.DataFrame, new_s
     ope_ok, ope_reason = ope_verdict(ope)
     promoted = beats_baseline and (old is None or new > old) and ope_ok
     reason += ope_reason
+    tags = client.get_model_version(name, version).tags
+    if PRIVACY_TAGS[0] in tags:
+        decision.update(privacy_epsilon=float(tags[PRIVACY_TAGS[0]]), privacy_delta=float(tags[PRIVACY_TAGS[1]]))
+        reason += (f"; trained with DP-SGD: epsilon {decision['privacy_epsilon']:.3g} at delta "
+                   f"{decision['privacy_delta']:.3g}")
     decision.update(promoted=promoted, reason=reason, champion_removed=False,
                     **{f"ope_{k}": v for k, v in (ope or {}).items()})
     if promoted:

@@ -47,6 +47,7 @@ class TrainResult:
     valid_examples: int  # validation rows (one per candidate)
     num_processes: int
     device: str
+    privacy: dict[str, float] | None = None  # ranker.privacy on: epsilon spent, delta, noise multiplier, ...
 
 
 def tables_from_vocab(vocab: DataFrame, id_dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,13 +88,23 @@ def _to_model_inputs(batch: dict, device: Any) -> tuple:
             batch["dense"].float().to(device))
 
 
-def list_logits(model: Any, batch: dict, device: Any) -> Any:
-    """Logits (B, M) of a batch of sampled-softmax lists: item_idx (B, M) with the positive first, the user's
-    recent_idx (B, L), dense (B, M x n_dense) flattened row by row."""
+def list_tensors(batch: dict, device: Any) -> tuple:
+    """A batch of sampled-softmax lists as tensors: item_idx (B, M) with the positive first, the user's recent_idx
+    (B, L), dense (B, M, n_dense) (flattened row by row in the feed), log_weight (B, M) (0 without the column)."""
+    import torch
+
     items = batch["item_idx"].long().to(device)
     b, m = items.shape
     dense = batch["dense"].float().to(device).reshape(b, m, -1)
-    return model(items, batch["recent_idx"].long().to(device), dense, lists=True)
+    log_weight = batch["log_weight"].float().to(device) if "log_weight" in batch else torch.zeros(b, m, device=device)
+    return items, batch["recent_idx"].long().to(device), dense, log_weight
+
+
+def list_logits(model: Any, batch: dict, device: Any) -> Any:
+    """Logits (B, M) of a batch of sampled-softmax lists (``list_tensors``), each negative's log weight added (a
+    weighted negative counts as that many copies, examples.training_lists)."""
+    items, recent, dense, log_weight = list_tensors(batch, device)
+    return model(items, recent, dense, lists=True) + log_weight
 
 
 def score_batches(model: Any, batches: Any, device: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,8 +145,19 @@ def train_worker(payload: dict) -> dict | None:
     shape = RankerShape.from_dict(payload["shape"])
     model = Ranker(shape, payload["id_init"], payload["text_table"], payload["dense_mean"], payload["dense_std"])
     model.to(device)
-    ddp = DDP(model, device_ids=[local_rank] if use_gpu else None)
+    privacy, private = payload.get("privacy"), None
+    if privacy:  # DP-SGD (ranker/private.py): per-list gradients, Opacus clips, adds noise and all-reduces
+        from liverec.ranker.private import PrivateSteps
+
+        for p in model.parameters():  # every rank starts from rank 0's weights, as DDP would make them
+            dist.broadcast(p.data, src=0)
+        ddp = model
+    else:
+        ddp = DDP(model, device_ids=[local_rank] if use_gpu else None)
     opt = torch.optim.Adam(ddp.parameters(), lr=payload["lr"], weight_decay=payload["weight_decay"])
+    if privacy:
+        private = PrivateSteps(model, opt, privacy["noise_multiplier"], privacy["max_grad_norm"],
+                               payload["batch_size"], privacy["sample_rate"], world)
     steps = payload["steps_per_epoch"]
     best, best_epoch, best_state, stale, history = -1.0, 0, None, 0, []
     stream = feed.batches(payload["train"], payload["batch_size"], rank, world, payload["seed"] + rank)
@@ -145,17 +167,19 @@ def train_worker(payload: dict) -> dict | None:
         started, total, n = time.monotonic(), 0.0, 0
         for _ in range(steps):
             batch = next(stream)
-            logits = list_logits(ddp, batch, device)
-            if "log_weight" in batch:  # a weighted negative counts as that many copies (examples.training_lists)
-                logits = logits + batch["log_weight"].float().to(device)
-            # sampled softmax: the positive (column 0) against the user's negatives of its list
-            loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long,
-                                                                         device=device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(logits)
-            n += len(logits)
+            target = torch.zeros(len(batch["item_idx"]), dtype=torch.long, device=device)
+            if private is not None:
+                private.step(*list_tensors(batch, device))
+                with torch.no_grad():
+                    loss = torch.nn.functional.cross_entropy(list_logits(model, batch, device), target)
+            else:
+                # sampled softmax: the positive (column 0) against the user's negatives of its list
+                loss = torch.nn.functional.cross_entropy(list_logits(ddp, batch, device), target)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            total += float(loss.detach()) * len(target)
+            n += len(target)
         seconds = time.monotonic() - started
         totals = torch.tensor([total, float(n)], dtype=torch.float64, device=device)
         dist.all_reduce(totals)
@@ -184,7 +208,9 @@ def train_worker(payload: dict) -> dict | None:
     if rank == 0:
         result = {"state": {k: v.numpy() for k, v in best_state.items()}, "history": history,
                   "best_epoch": best_epoch, "best_ndcg": best, "examples_per_s": trained / max(train_seconds, 1e-9),
-                  "device": str(device)}
+                  "device": str(device),
+                  "privacy": {**privacy, "epsilon": private.epsilon(privacy["delta"]), "steps": private.steps}
+                  if private is not None else None}
         if payload.get("result_path"):  # see fit(): local mode hands the result over through this file
             tmp = payload["result_path"] + ".tmp"
             with open(tmp, "wb") as fh:
@@ -220,12 +246,13 @@ def fit(spark: SparkSession, rows: DataFrame, vocab: DataFrame, conf: RankerSett
     train_conv = feed.materialise(spark, train_rows, cache_url, 2 * world)
     valid_conv = feed.materialise(spark, valid_rows, cache_url, 1)
     steps = max(1, math.ceil(n_train / (conf.batch_size * world)))
+    privacy = private_plan(conf, n_train, world, steps)
     cores = os.cpu_count() or 1
     payload = {"train": train_conv, "valid": valid_conv, "shape": shape.to_dict(), "id_init": id_init,
                "text_table": text, "dense_mean": mean, "dense_std": std, "lr": conf.learning_rate,
                "weight_decay": conf.weight_decay, "batch_size": conf.batch_size, "epochs": conf.epochs,
                "patience": conf.patience, "val_k": conf.val_k, "steps_per_epoch": steps, "seed": conf.seed,
-               "use_gpu": conf.use_gpu,
+               "use_gpu": conf.use_gpu, "privacy": privacy,
                "threads_per_rank": max(1, cores // world)}
     # In local mode every rank's return value is pickled to the same file (pyspark 4.0's TorchDistributor),
     # so rank 1's None can overwrite rank 0's result: rank 0 writes it to a file of its own instead.
@@ -247,7 +274,27 @@ def fit(spark: SparkSession, rows: DataFrame, vocab: DataFrame, conf: RankerSett
         train_rows.unpersist()
         valid_rows.unpersist()
     return TrainResult(out["state"], shape, out["history"], out["best_epoch"], out["best_ndcg"],
-                       out["examples_per_s"], n_train, n_valid, world, out["device"])
+                       out["examples_per_s"], n_train, n_valid, world, out["device"], out.get("privacy"))
+
+
+def private_plan(conf: RankerSettings, n_train: int, world: int, steps_per_epoch: int) -> dict[str, float] | None:
+    """``ranker.privacy``'s DP-SGD settings for a run (None when off): the sampling rate of a global batch, and the
+    noise multiplier with which ``ranker.epochs`` epochs of ``steps_per_epoch`` steps spend at most
+    ``target_epsilon`` at ``delta`` (``private.noise_for``)."""
+    p = conf.privacy
+    if not p.enabled:
+        return None
+    from liverec.errors import InputError
+    from liverec.ranker import private
+
+    if not p.target_epsilon > 0 or not 0 < p.delta < 1 or not p.max_grad_norm > 0:
+        raise InputError(f"ranker.privacy needs target_epsilon > 0, 0 < delta < 1 and max_grad_norm > 0, got "
+                         f"{p.target_epsilon}, {p.delta}, {p.max_grad_norm}")
+    rate = min(1.0, conf.batch_size * world / n_train)
+    planned = conf.epochs * steps_per_epoch
+    return {"target_epsilon": float(p.target_epsilon), "delta": float(p.delta), "max_grad_norm": float(p.max_grad_norm),
+            "sample_rate": rate, "planned_steps": planned,
+            "noise_multiplier": private.noise_for(p.target_epsilon, p.delta, rate, planned)}
 
 
 def load_model(shape: RankerShape, state: dict[str, np.ndarray]) -> Any:

@@ -190,6 +190,15 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     progress.step("train", result.train_examples, processes=world, device=result.device, epochs=len(result.history),
                   best_epoch=result.best_epoch, best_val_ndcg=round(result.best_ndcg, 4),
                   lists_per_s=round(result.examples_per_s, 1))
+    version_tags: dict[str, Any] = {}
+    if result.privacy is not None:
+        p = result.privacy
+        mlflow.log_params({f"privacy.{k}": v for k, v in p.items() if k != "epsilon"})
+        mlflow.log_metrics({"privacy.epsilon": p["epsilon"], "privacy.steps": p["steps"]})
+        version_tags = dict(zip(registry.PRIVACY_TAGS, (p["epsilon"], p["delta"]), strict=True))
+        progress.step("privacy", None, epsilon=round(p["epsilon"], 3), delta=p["delta"], target=p["target_epsilon"],
+                      noise_multiplier=round(p["noise_multiplier"], 3), steps=p["steps"],
+                      sample_rate=round(p["sample_rate"], 5))
 
     # the model as a pyfunc: check it scores the validation set as the training loop did, then register
     valid = rows.where(F.col("split") == "valid").select(*VALID_COLUMNS).toPandas()
@@ -200,7 +209,7 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         {"skipped": scorer.variants_skipped} if scorer.variants_skipped else
         {f"{v}_pairs_per_s": int(r["pairs_per_s"]) for v, r in scorer.variants.items()} |
         {f"{v}_ndcg": round(r[f"ndcg_at_{conf.val_k}"], 4) for v, r in scorer.variants.items()}))
-    version = registry.register(info.model_uri, conf.registered_model)
+    version = registry.register(info.model_uri, conf.registered_model, version_tags)
     if getattr(args, "no_promote", False):
         decision = {"promoted": False, "reason": "left to promote_ranker (--no-promote)"}
         progress.step("register", None, model=conf.registered_model, version=int(version), promoted=False,
