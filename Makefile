@@ -8,6 +8,8 @@ PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.liverec-installed
 AIRFLOW_VENV  := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.liverec-installed
+FLOWER_VENV  := .venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.liverec-installed
 SCRATCH := $(CURDIR)/.liverec
 PETASTORM_DEPS := dill diskcache future psutil pyzmq six fsspec packaging
 
@@ -15,7 +17,7 @@ PETASTORM_DEPS := dill diskcache future psutil pyzmq six fsspec packaging
 RUN_ENV := HOME=$(SCRATCH)/home TMPDIR=$(SCRATCH)/tmp HF_HOME=$(SCRATCH)/hf HF_HUB_OFFLINE=1 \
 	MPLCONFIGDIR=$(SCRATCH)/mpl PATH=$(CURDIR)/$(BIN):$$PATH PYSPARK_PYTHON=$(CURDIR)/$(BIN)/python
 
-.PHONY: setup airflow-setup scratch demo serve redis notebook test test-fast lint benchmark clean-scratch
+.PHONY: setup airflow-setup flower-setup scratch demo serve redis notebook test test-fast lint benchmark clean-scratch
 
 setup: $(STAMP)
 
@@ -48,6 +50,20 @@ $(AIRFLOW_STAMP): Makefile requirements/airflow.txt
 	$(AIRFLOW_VENV)/bin/python -m pip install -r requirements/airflow.txt
 	touch $(AIRFLOW_STAMP)
 
+# Flower (federated training) in a virtual environment of its own (see requirements/flower.txt); torch, pyarrow and
+# liverec come from .venv, whose site-packages a .pth file adds after Flower's own
+flower-setup: $(FLOWER_STAMP)
+
+$(FLOWER_STAMP): Makefile requirements/flower.txt $(STAMP)
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOWER_VENV)/bin/python -m pip install -q -r requirements/flower.txt
+	$(BIN)/python -c "import pathlib, subprocess, sysconfig; dst = subprocess.check_output(['$(FLOWER_VENV)/bin/python', \
+		'-c', 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'], text=True).strip(); \
+		pathlib.Path(dst, 'liverec-env.pth').write_text('import site; site.addsitedir(%r)\n' % sysconfig.get_paths()['purelib'])"
+	$(FLOWER_VENV)/bin/python -c "import flwr, torch, pyarrow, liverec.federated"
+	touch $(FLOWER_STAMP)
+
 scratch:
 	@mkdir -p $(SCRATCH)/home $(SCRATCH)/tmp $(SCRATCH)/hf $(SCRATCH)/mpl
 
@@ -74,7 +90,7 @@ notebook: setup scratch
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
 
-test: setup airflow-setup scratch
+test: setup airflow-setup flower-setup scratch
 	$(RUN_ENV) $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup scratch

@@ -51,6 +51,15 @@ class RankerPrivacySettings:
 
 
 @dataclass(frozen=True)
+class RankerFederatedSettings:
+    silos: int
+    rounds: int
+    local_epochs: int
+    python: str
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
 class RankerSettings:
     label_split: str
     label_fraction: float
@@ -84,3 +93,4 @@ class RankerSettings:
     registered_model: str
     champion_alias: str
     privacy: RankerPrivacySettings
+    federated: RankerFederatedSettings

@@ -221,6 +221,19 @@ def train_worker(payload: dict) -> dict | None:
     return result
 
 
+def initial_parts(train_part: DataFrame, vocab: DataFrame, conf: RankerSettings, id_dim: int
+                  ) -> tuple[RankerShape, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What a training run starts from: the model's shape, the id embedding's initial rows (ALS factors), the text
+    table, and the dense features' mean and standard deviation over the training rows."""
+    n_dense = len(DENSE_FEATURES)
+    mean, std = dense_stats(train_part, n_dense)
+    id_init, text = tables_from_vocab(vocab, id_dim, conf.seed)
+    shape = RankerShape(n_items=len(id_init), id_dim=id_dim, text_in=text.shape[1], text_dim=conf.text_dim,
+                        n_dense=n_dense, attention_hidden=conf.attention_hidden, cross_layers=conf.cross_layers,
+                        hidden_units=tuple(conf.hidden_units), dropout=conf.dropout)
+    return shape, id_init, text, mean, std
+
+
 def fit(spark: SparkSession, rows: DataFrame, vocab: DataFrame, conf: RankerSettings, id_dim: int,
         cache_url: str, num_processes: int | None = None) -> TrainResult:
     """Train on ``rows`` (examples with item_idx/recent_idx, column ``split``) with TorchDistributor."""
@@ -237,12 +250,7 @@ def fit(spark: SparkSession, rows: DataFrame, vocab: DataFrame, conf: RankerSett
 
         raise InputError(f"the ranker needs training lists and validation rows (got {n_train} and {n_valid}): "
                          "use more data or another ranker.validation_fraction / ranker.label_fraction")
-    n_dense = len(DENSE_FEATURES)
-    mean, std = dense_stats(train_part, n_dense)
-    id_init, text = tables_from_vocab(vocab, id_dim, conf.seed)
-    shape = RankerShape(n_items=len(id_init), id_dim=id_dim, text_in=text.shape[1], text_dim=conf.text_dim,
-                        n_dense=n_dense, attention_hidden=conf.attention_hidden, cross_layers=conf.cross_layers,
-                        hidden_units=tuple(conf.hidden_units), dropout=conf.dropout)
+    shape, id_init, text, mean, std = initial_parts(train_part, vocab, conf, id_dim)
     train_conv = feed.materialise(spark, train_rows, cache_url, 2 * world)
     valid_conv = feed.materialise(spark, valid_rows, cache_url, 1)
     steps = max(1, math.ceil(n_train / (conf.batch_size * world)))

@@ -12,15 +12,27 @@ Importing this package imports no Spark (the Airflow scheduler imports it to bui
 
 from __future__ import annotations
 
-from liverec.stages import clean, evaluate, features, feedback, ingest, models, privacy, publish, ranker, stream
+from liverec.stages import (
+    clean,
+    evaluate,
+    features,
+    federated,
+    feedback,
+    ingest,
+    models,
+    privacy,
+    publish,
+    ranker,
+    stream,
+)
 from liverec.stages.base import NIGHTLY, TRAINING, Context, Stage
 from liverec.stages.ingest import generate_arguments, run_generate
 
 __all__ = ["NIGHTLY", "PIPELINE", "STAGES", "TRAINING", "Context", "Stage", "dag_dependencies",
            "generate_arguments", "run_generate", "stage_table"]
 
-STAGES: dict[str, Stage] = {s.name: s for m in (ingest, clean, features, models, ranker, publish, evaluate, stream,
-                                                                      feedback, privacy)
+STAGES: dict[str, Stage] = {s.name: s for m in (ingest, clean, features, models, ranker, federated, publish, evaluate,
+                                                stream, feedback, privacy)
                             for s in m.STAGES}
 
 

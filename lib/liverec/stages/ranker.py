@@ -148,19 +148,16 @@ def _promote(ctx: Context, version: str, valid: Any, scores: Any, model: Any) ->
     return decision
 
 
-def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
-    import mlflow
+def training_inputs(ctx: Context) -> tuple[Any, Any, str, int]:
+    """(examples, vocabulary, their ds, the id embedding's width) of the newest gold.ranker_examples up to ds, checked
+    for the feature set this release reads."""
     from pyspark.sql import functions as F
 
-    from liverec import lakehouse, registry
+    from liverec import lakehouse
     from liverec.features import DENSE_FEATURES
-    from liverec.ranker import pyfunc, train
     from liverec.ranker.examples import VALID_COLUMNS
 
-    spark, settings, progress, conf, ds = ctx.spark, ctx.settings, ctx.progress, ctx.settings.ranker, ctx.ds
-    world = getattr(args, "num_processes", None) or conf.num_processes
-    if world <= 0:
-        raise InputError(f"the number of processes must be positive, got {world}")
+    spark, settings, conf, ds = ctx.spark, ctx.settings, ctx.settings.ranker, ctx.ds
     if conf.val_k <= 0:
         raise InputError(f"ranker.val_k must be positive, got {conf.val_k}")
     ex_ds = lakehouse.latest_ds(spark, settings, tables.RANKER_EXAMPLES, ds)
@@ -182,13 +179,23 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     factor = vocab.where(F.col("als_factor").isNotNull()).select(F.size("als_factor")).first()
     id_dim = int(factor[0]) if factor else settings.als.rank
     log_conf("ranker", conf)
-    mlflow.log_params({"examples_ds": ex_ds, "num_processes_used": world, "id_dim": id_dim,
-                       "input_version.gold.ranker_examples": lakehouse.version(spark, settings,
-                                                                                tables.RANKER_EXAMPLES)})
-    result = train.fit(spark, rows, vocab, conf, id_dim, tables.petastorm_url(settings, ds), world)
+    return rows, vocab, ex_ds, id_dim
+
+
+def register_trained(ctx: Context, args: argparse.Namespace, result: Any, rows: Any, vocab: Any) -> dict[str, Any]:
+    """A trained ranker (``train.TrainResult``) logged to MLflow, checked as a pyfunc on the validation rows,
+    registered and judged by the promotion gate (unless ``--no-promote``); the stage's summary."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from liverec import registry
+    from liverec.ranker import pyfunc, train
+    from liverec.ranker.examples import VALID_COLUMNS
+
+    progress, conf = ctx.progress, ctx.settings.ranker
     train.log_history(result, conf.val_k)
-    progress.step("train", result.train_examples, processes=world, device=result.device, epochs=len(result.history),
-                  best_epoch=result.best_epoch, best_val_ndcg=round(result.best_ndcg, 4),
+    progress.step("train", result.train_examples, processes=result.num_processes, device=result.device,
+                  epochs=len(result.history), best_epoch=result.best_epoch, best_val_ndcg=round(result.best_ndcg, 4),
                   lists_per_s=round(result.examples_per_s, 1))
     version_tags: dict[str, Any] = {}
     if result.privacy is not None:
@@ -220,6 +227,24 @@ def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     return {"version": int(version), f"best_val_ndcg_at_{conf.val_k}": result.best_ndcg, "epochs": len(result.history),
             "train_examples_per_s": result.examples_per_s, "train_lists": result.train_examples,
             "valid_examples": result.valid_examples, **{f"promotion_{k}": v for k, v in decision.items()}}
+
+
+def run_train_ranker(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import mlflow
+
+    from liverec import lakehouse
+    from liverec.ranker import train
+
+    spark, settings, conf, ds = ctx.spark, ctx.settings, ctx.settings.ranker, ctx.ds
+    world = getattr(args, "num_processes", None) or conf.num_processes
+    if world <= 0:
+        raise InputError(f"the number of processes must be positive, got {world}")
+    rows, vocab, ex_ds, id_dim = training_inputs(ctx)
+    mlflow.log_params({"examples_ds": ex_ds, "num_processes_used": world, "id_dim": id_dim,
+                       "input_version.gold.ranker_examples": lakehouse.version(spark, settings,
+                                                                                tables.RANKER_EXAMPLES)})
+    result = train.fit(spark, rows, vocab, conf, id_dim, tables.petastorm_url(settings, ds), world)
+    return register_trained(ctx, args, result, rows, vocab)
 
 
 def _promote_arguments(p: argparse.ArgumentParser) -> None:
