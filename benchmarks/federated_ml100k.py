@@ -5,8 +5,8 @@
 ``product_ml100k``'s protocol and scoring. The central run is ``privacy_ranker_ml100k``'s base run (label
 ``privacy-base``: the whole pipeline, train_ranker on 2 DDP processes), reused when it exists. For each ``--rounds``
 the run is copied and train_ranker_federated (``--silos`` silo processes + a server, FedAvg, one local epoch per
-round) and recommend_nightly rerun on it under a champion alias of its own. Reported: the validation NDCG@10 of
-the best round against the central run's best epoch (the issue's target: at least 95%), the gate's decision, the
+round) and recommend_nightly run on it (``liverec run``) under a champion alias of its own. Reported: the validation
+NDCG@10 of the best round against the central run's best epoch (the issue's target: at least 95%), the gate's decision, the
 published table's nDCG@10 and the training time. Writes benchmarks/results/federated_ml100k.{json,md}.
 """
 
@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
-from _measure import machine, write_results
+from _measure import isolated_args, machine, relocate_registry, run_measured, write_results
 from privacy_ranker_ml100k import last_training
-from product_ml100k import REPO, STAGES, load, one_seed
+from product_ml100k import DS, OVERLAY, REPO, STAGES, load, one_seed
 
 
 def main() -> int:
@@ -38,14 +41,28 @@ def main() -> int:
     central = last_training(base_dir / "mlflow.db")
     results = [{"name": "central (train_ranker, 2 DDP processes)", "gate": central, "models": base["models"]}]
     flower = REPO / ".venv-flower" / "bin" / "python"
+    liverec = str(Path(sys.executable).parent / "liverec")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     for rounds in args.rounds:
+        # train_ranker_federated is not a pipeline stage: a copy of the base run, then the two stages by `liverec run`
         label = f"federated-s{args.silos}-r{rounds}"
-        sets = [f"ranker.federated.silos={args.silos}", f"ranker.federated.rounds={rounds}",
-                f"ranker.federated.python={flower}", f"ranker.champion_alias=fed_{args.silos}_{rounds}"]
-        out = one_seed(argparse.Namespace(**common, reuse=False, label=label, from_label="privacy-base",
-                                          stages="train_ranker_federated,recommend_nightly", set=sets), rows, args.seed)
+        target = work / f"{label}-{args.seed}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(base_dir, target)
+        relocate_registry(target / "mlflow.db", base_dir, target)
+        sets = [x for kv in (f"ranker.federated.python={flower}", f"ranker.champion_alias=fed_{args.silos}_{rounds}")
+                for x in ("--set", kv)]
+        common_args = [*isolated_args(target, "6g"), *OVERLAY, *sets, "--ds", DS]
+        started = time.monotonic()
+        run_measured([liverec, "run", "train_ranker_federated", *common_args, "--silos", str(args.silos),
+                      "--rounds", str(rounds)], env, target / "federated.log")
+        run_measured([liverec, "run", "recommend_nightly", *common_args], env, target / "recommend.log")
+        seconds = time.monotonic() - started
+        out = one_seed(argparse.Namespace(**common, reuse=True, label=label, from_label=None, stages=STAGES, set=[]),
+                       rows, args.seed)
         results.append({"name": f"federated, {args.silos} silos, {rounds} rounds", "models": out["models"],
-                        "gate": last_training(work / f"{label}-{args.seed}" / "mlflow.db"), "pipeline": out["pipeline"]})
+                        "gate": last_training(target / "mlflow.db"), "pipeline": {"seconds": seconds}})
     ref = float(central["best_val_ndcg_at_10"])
     command = "python benchmarks/federated_ml100k.py " + " ".join(sys.argv[1:])
     payload = {"benchmark": "federated_ml100k", "date": dt.date.today().isoformat(), "machine": machine(),
