@@ -201,3 +201,42 @@ def test_count_events_strength_rule_in_spark_and_in_python(spark, settings_facto
     assert als.event_strength_value(both.als, weights, "rating", 4.0) == pytest.approx(want_rating)
     plain = settings_factory()
     assert [r[0] for r in df.select(als.event_strength(plain.als, weights)).collect()][:2] == [weights["purchase"]] * 2
+
+
+def test_bots_that_pace_themselves_are_quarantined_by_the_hour_and_cadence_rules(spark, conf):
+    """A generated log (rates chosen here, away from the thresholds): three bots at a steady 20, 30 and 40 actions a
+    minute for an hour, every interval jittered by up to 10%, are quarantined as bot_sustained_rate (1,200 to
+    2,400 actions in the hour against clean.bot_max_actions_per_hour 600); a slow bot at 8 a minute for two hours
+    (480 an hour) by its cadence (gaps' coefficient of variation about 0.06 < 0.1); people are not: a heavy rater
+    with 150 actions in an hour in bursts, and someone with 300 actions over a day whose gaps vary."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    t0 = 1710000000 - 1710000000 % 3600 + 1234  # not on an hour boundary
+
+    def paced(user: str, per_minute: float, minutes: int) -> list[dict]:
+        gaps = 60.0 / per_minute * rng.uniform(0.9, 1.1, size=int(per_minute * minutes))
+        return [ok(user_id=user, item_id=f"i{k}", ts=str(int(round(t0 + t)))) for k, t in enumerate(np.cumsum(gaps))]
+
+    bots = {u: paced(u, r, 60) for u, r in (("bot20", 20), ("bot30", 30), ("bot40", 40))}
+    slow = paced("slow-bot", 8, 120)
+    bursts = np.sort(np.concatenate([t0 + 600 * b + rng.exponential(4.0, 30).cumsum() for b in range(5)]))
+    heavy = [ok(user_id="heavy", item_id=f"i{k}", ts=str(int(t))) for k, t in enumerate(bursts)]
+    day = t0 + np.cumsum(rng.lognormal(5.0, 1.0, 300))
+    person = [ok(user_id="person", item_id=f"i{k}", ts=str(int(t))) for k, t in enumerate(day)]
+    rows = [*bots["bot20"], *bots["bot30"], *bots["bot40"], *slow, *heavy, *person]
+    got = classify(spark, conf, rows)
+    users = [r["user_id"] for r in rows]
+    reasons = {}
+    for i, u in enumerate(users):
+        reasons.setdefault(u, set()).add(got[i])
+    assert reasons["bot20"] == reasons["bot30"] == reasons["bot40"] == {("quarantine", "bot_sustained_rate")}
+    assert reasons["slow-bot"] == {("quarantine", "bot_cadence")}
+    assert reasons["heavy"] <= {("ok", None), ("duplicate", None)} and ("ok", None) in reasons["heavy"]
+    assert reasons["person"] <= {("ok", None), ("duplicate", None)}
+    # the detail says what was measured
+    out = cleaning.classify(bronze(spark, rows), conf, DS, None)
+    details = {r["user_id"]: r["_detail"] for r in out.where(F.col("_reason").startswith("bot")).collect()}
+    assert details["bot20"].startswith("peak ") and details["bot20"].endswith(" actions/hour")
+    assert int(details["bot20"].split()[1]) >= 900  # at least 45 minutes of 20 a minute in one of the two grids
+    assert details["slow-bot"].startswith("50 actions 7.") and "coefficient of variation 0.0" in details["slow-bot"]

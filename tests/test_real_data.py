@@ -91,6 +91,7 @@ def test_uci_online_retail(spark, settings, capsys):
     reasons = {r["reason"]: r["count"] for r in q.groupBy("reason").count().collect()}
     assert reasons["missing_user_id"] == 135_080
     assert reasons["non_product_code"] == non_product
+    assert not [r for r in reasons if r.startswith("bot")]  # no customer paces like a bot (benchmarks/bot_rules.py)
     assert q.where((F.col("reason") == "non_product_code") & F.col("item_id").isin("POST", "M", "BANK CHARGES")) \
         .select("item_id").distinct().count() == 3
 

@@ -6,9 +6,10 @@ that fails names the reason, so each rejected row has one reason:
 
 malformed, missing_user_id, missing_item_id, the source's own reason (e.g. non_product_code),
 missing_event_type, missing_ts, bad_ts, ts_too_old, future_ts, unknown_event_type,
-non_numeric_value, non_numeric_price, value_out_of_range, then bot_user (rate-based, over the valid
-rows), then duplicates (by event_id, else by a hash of the row's content, within the run and
-against the other dates already in silver.events).
+non_numeric_value, non_numeric_price, value_out_of_range, then the bot rules over the valid rows (bot_user: a
+minute or a day at an inhuman rate; bot_sustained_rate: an hour at a rate no real user of the reference data
+reaches; bot_cadence: a long run of actions at near-constant intervals), then duplicates (by event_id, else by a
+hash of the row's content, within the run and against the other dates already in silver.events).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ STATUS_DUPLICATE = "duplicate"
 REASONS = (
     "malformed", "missing_user_id", "missing_item_id", "missing_event_type", "missing_ts", "bad_ts",
     "ts_too_old", "future_ts", "unknown_event_type", "non_numeric_value", "non_numeric_price",
-    "value_out_of_range", "bot_user",
+    "value_out_of_range", "bot_user", "bot_sustained_rate", "bot_cadence",
 )
 
 
@@ -147,21 +148,52 @@ def value_limit(conf: CleanSettings, event_type: Column) -> Column:
 
 
 def bot_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
-    """Users whose distinct-timestamp action rate is inhuman in some minute or day.
+    """Users the bot rules flag, from their distinct-timestamp actions (several lines of one basket at one instant
+    are one action, so a large invoice is not a bot). Returns (user_id, bot_reason, bot_detail), the first rule
+    that holds naming the reason:
 
-    Several lines of one basket at one instant are one action, so a large invoice is not a bot.
-    Returns (user_id, bot_detail).
+    - bot_user: more than ``bot_max_actions_per_minute`` in a calendar minute or ``bot_max_actions_per_day`` in a
+      UTC day;
+    - bot_sustained_rate: more than ``bot_max_actions_per_hour`` in an hour, counted on two grids (calendar hours,
+      and hours shifted by 30 minutes), so an hour-long run at a steady rate r has at least 45 r actions in one of
+      them;
+    - bot_cadence: ``bot_cadence_actions`` consecutive actions whose gaps have a mean of at most
+      ``bot_cadence_max_mean_gap_seconds`` and a coefficient of variation (standard deviation / mean) below
+      ``bot_cadence_max_cv``: a script's steady pace; people are bursty.
     """
+    from pyspark.sql import Window
+
     actions = valid.select("user_id", "_ts").distinct()
     # one pass over the distinct actions: per minute, then a day is the sum of its minutes
     per_minute = actions.groupBy("user_id", F.date_trunc("minute", "_ts").alias("m")).count()
     per_day = per_minute.groupBy("user_id", F.to_date("m").alias("d")).agg(F.sum("count").alias("count"))
-    peaks = per_day.groupBy("user_id").agg(F.max("count").alias("peak_day")).join(
-        per_minute.groupBy("user_id").agg(F.max("count").alias("peak_minute")), "user_id")
-    return peaks.where(
-        (F.col("peak_minute") > conf.bot_max_actions_per_minute) | (F.col("peak_day") > conf.bot_max_actions_per_day)
-    ).select("user_id", F.format_string("peak %d actions/minute, %d actions/day", "peak_minute", "peak_day")
-             .alias("bot_detail"))
+    secs = F.col("_ts").cast("long")
+    per_hour = (actions.select("user_id", F.explode(F.array(F.floor(secs / 3600), F.floor((secs + 1800) / 3600) + F.lit(
+        10**9))).alias("h")).groupBy("user_id", "h").count())
+    n = int(conf.bot_cadence_actions)
+    gaps = (actions.select("user_id", secs.alias("t"))
+            .withColumn("gap", F.col("t") - F.lag("t").over(Window.partitionBy("user_id").orderBy("t")))
+            .where(F.col("gap").isNotNull()))
+    run = Window.partitionBy("user_id").orderBy("t").rowsBetween(-(n - 2), 0)  # n actions = n - 1 gaps
+    runs = (gaps.select("user_id", F.count("gap").over(run).alias("k"), F.avg("gap").over(run).alias("mean"),
+                        F.stddev_pop("gap").over(run).alias("sd"))
+            .where((F.col("k") == n - 1) & (F.col("mean") > 0) & (F.col("mean") <= conf.bot_cadence_max_mean_gap_seconds))
+            .groupBy("user_id").agg(F.min(F.col("sd") / F.col("mean")).alias("cv"),
+                                    F.min_by("mean", F.col("sd") / F.col("mean")).alias("cv_mean_gap")))
+    peaks = (per_day.groupBy("user_id").agg(F.max("count").alias("peak_day"))
+             .join(per_minute.groupBy("user_id").agg(F.max("count").alias("peak_minute")), "user_id")
+             .join(per_hour.groupBy("user_id").agg(F.max("count").alias("peak_hour")), "user_id")
+             .join(runs, "user_id", "left"))
+    burst = (F.col("peak_minute") > conf.bot_max_actions_per_minute) | (F.col("peak_day") > conf.bot_max_actions_per_day)
+    sustained = F.col("peak_hour") > conf.bot_max_actions_per_hour
+    cadence = F.col("cv") < conf.bot_cadence_max_cv
+    return (peaks.where(burst | sustained | cadence).select(
+        "user_id",
+        F.when(burst, "bot_user").when(sustained, "bot_sustained_rate").otherwise("bot_cadence").alias("bot_reason"),
+        F.when(burst, F.format_string("peak %d actions/minute, %d actions/day", "peak_minute", "peak_day"))
+        .when(sustained, F.format_string("peak %d actions/hour", "peak_hour"))
+        .otherwise(F.format_string(f"{n} actions %.1f s apart on average, gaps' coefficient of variation %.3f",
+                                   "cv_mean_gap", "cv")).alias("bot_detail")))
 
 
 def content_event_id(source: Column | str = "source") -> Column:
@@ -193,8 +225,8 @@ def classify(bronze: DataFrame, settings: Settings, ds: str, other_event_ids: Da
     df = df.join(F.broadcast(bots), on="user_id", how="left")
     is_bot = F.col("_reason").isNull() & F.col("bot_detail").isNotNull()
     df = (df.withColumn("_detail", F.when(is_bot, F.col("bot_detail")).otherwise(F.col("_detail")))
-          .withColumn("_reason", F.when(is_bot, F.lit("bot_user")).otherwise(F.col("_reason")))
-          .drop("bot_detail"))
+          .withColumn("_reason", F.when(is_bot, F.col("bot_reason")).otherwise(F.col("_reason")))
+          .drop("bot_detail", "bot_reason"))
 
     # duplicates among the rows still valid: the first by row_id (then source) is kept. An aggregate over two
     # columns finds the event ids that repeat, and only those rows meet them again (a window over whole rows would

@@ -59,6 +59,10 @@ class CleanSettings:
     future_tolerance_seconds: int
     bot_max_actions_per_minute: int
     bot_max_actions_per_day: int
+    bot_max_actions_per_hour: int
+    bot_cadence_actions: int
+    bot_cadence_max_cv: float
+    bot_cadence_max_mean_gap_seconds: float
     max_abs_value: float
     value_limits: dict[str, float]
     event_weights: dict[str, float]
