@@ -146,3 +146,33 @@ def test_mmr_trades_relevance_for_diversity():
         diversity.mmr_batch(relevance, np.zeros((2, 3, 3)), np.array([3, 2]), 2, 1.5)
 
 
+
+
+def test_exposure_and_calibration_by_hand(spark):
+    """Three users' top 2 over a catalogue of five items (popularity 4, 3, 2, 1 distinct users; item 5 only shown).
+    Exposure: item 1 is shown first twice (1 + 1), item 2 second then first (1/log2(3) + 1), items 3 and 5 second
+    once (1/log2(3) each), item 4 never (0)."""
+    import math
+
+    lists = spark.createDataFrame([(0, [1.0, 2.0], [1.0]), (1, [1.0, 3.0], [3.0]), (2, [2.0, 5.0], [5.0])],
+                                  "user int, prediction array<double>, label array<double>")
+    pop = spark.createDataFrame([(1, 4), (2, 3), (3, 2), (4, 1)], "item_idx int, users long")
+    got = metrics.exposure(lists, 2, pop, 5)
+    d = 1 / math.log2(3)
+    x = sorted([2.0, 1 + d, d, 0.0, d])  # items 1, 2, 3, 4, 5
+    assert got["exposure_gini"] == pytest.approx(sum((2 * i - 5 - 1) * v for i, v in enumerate(x, 1)) / (5 * sum(x)))
+    # the head is the top 20% of the 4 catalogue items by popularity: item 1 (ceil(0.8) = 1)
+    assert got["tail_exposure"] == pytest.approx((1 + d + d + 0 + d) / (2 + 1 + d + d + d))
+    assert got["tail_interactions"] == pytest.approx((3 + 2 + 1) / (4 + 3 + 2 + 1))
+    assert got["avg_popularity"] == pytest.approx(((4 + 3) / 2 / 5 + (4 + 2) / 2 / 5 + (3 + 0) / 2 / 5) / 3)
+    assert metrics.gini([1.0, 1.0, 1.0]) == 0.0 and metrics.gini([0, 0, 0, 4]) == pytest.approx(0.75)
+
+    # categories: 1 a, 2 b, 3 a+b, 4 c, 5 c; histories: user 0 items 1 and 4, user 1 item 3, user 2 item 2
+    cats = spark.createDataFrame([(1, ["a"]), (2, ["b"]), (3, ["a", "b"]), (4, ["c"]), (5, ["c"])],
+                                 "item_idx int, categories array<string>")
+    history = spark.createDataFrame([(0, 1), (0, 4), (1, 3), (2, 2)], "user int, item_idx int")
+    a = metrics.CALIBRATION_ALPHA
+    kl0 = 0.5 * math.log(0.5 / ((1 - a) * 0.5 + a * 0.5)) + 0.5 * math.log(0.5 / (a * 0.5))  # p a .5 c .5; q a .5 b .5
+    kl1 = 0.5 * math.log(0.5 / ((1 - a) * 0.75 + a * 0.5)) + 0.5 * math.log(0.5 / ((1 - a) * 0.25 + a * 0.5))
+    kl2 = math.log(1.0 / ((1 - a) * 0.5 + a * 1.0))  # p b 1; q b .5 c .5
+    assert metrics.calibration(lists, 2, history, cats) == pytest.approx((kl0 + kl1 + kl2) / 3)

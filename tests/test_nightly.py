@@ -235,6 +235,15 @@ def test_evaluate_scores_the_product_beside_the_baselines(spark, demo_pipeline, 
         assert 0 <= model["ndcg"] <= 1 and 0 <= model["coverage"] <= 1 and model["users"] > 0
     # on the demo log (category preferences), every personal model beats popularity
     assert min(m["als"]["ndcg"], m["ease"]["ndcg"], m["product"]["ndcg"]) > m["popularity"]["ndcg"]
+    # exposure and calibration for every model (their definitions are checked by hand in test_batch_core): the
+    # popularity list concentrates exposure most, on the most popular items, and fits users' category mix worst
+    for model in m.values():
+        assert 0 <= model["exposure_gini"] <= 1 and 0 <= model["tail_exposure"] <= 1
+        assert model["calibration_kl"] >= 0 and model["tail_interactions"] == m["popularity"]["tail_interactions"]
+    assert m["popularity"]["exposure_gini"] == max(x["exposure_gini"] for x in m.values())
+    assert m["popularity"]["avg_popularity"] == max(x["avg_popularity"] for x in m.values())
+    assert m["popularity"]["calibration_kl"] > m["product"]["calibration_kl"]
+    assert "| model | exposure_gini |" in (folder / "evaluation.md").read_text()
     notes = results[0]["notes"]["product"]
     assert notes["ranker"].startswith(("ranked the product", "lost to")) and set(notes["gate"]) >= {"ranker", "ease"}
 

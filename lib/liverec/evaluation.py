@@ -144,10 +144,11 @@ def _product(spark: SparkSession, settings: Settings, split: str, train_events: 
 
 
 def evaluate_split(spark: SparkSession, settings: Settings, split: str, train_events: DataFrame, test: DataFrame,
-                   k: int, checkpoint_dir: str, inputs: ProductInputs | None = None) -> tuple[SplitResult, DataFrame]:
+                   k: int, checkpoint_dir: str, inputs: ProductInputs | None = None,
+                   categories: DataFrame | None = None) -> tuple[SplitResult, DataFrame]:
     """train_events: the split's training events; test: held-out (user_id, item_id). Returns the result and
     every model's lists (model, user_id, rank, item_id) for the report folder. ``inputs`` None leaves the
-    product out."""
+    product out; ``categories`` (item_id, categories) adds the calibration metric."""
     als_conf = settings.als
     train_events = train_events.cache()
     train = als.strengths(train_events, als_conf, settings.clean.event_weights).cache()
@@ -200,13 +201,19 @@ def evaluate_split(spark: SparkSession, settings: Settings, split: str, train_ev
     labels = (test.join(users, "user_id").join(items, "item_id").groupBy("user_idx")
               .agg(F.collect_list(F.col("item_idx").cast("double")).alias("label")))
     catalogue = ratings.select("item_idx").distinct().count()
+    history = ratings.select(F.col("user_idx").alias("user"), "item_idx")
+    item_cats = None
+    if categories is not None:
+        item_cats = categories.join(items, "item_id").select("item_idx", "categories").cache()
     results = {}
     for name in [m for m in MODELS if m in lists]:
         scored = labels.join(lists[name], "user_idx", "left").select(
             F.col("user_idx").alias("user"),
             F.coalesce(F.transform("items", lambda i: i.cast("double")), F.array().cast("array<double>"))
             .alias("prediction"), "label")
-        results[name] = metrics.all_metrics(scored, k, catalogue, item_vecs, popularity, n_users)
+        results[name] = metrics.all_metrics(scored, k, catalogue, item_vecs, popularity, n_users, history, item_cats)
+    if item_cats is not None:
+        item_cats.unpersist()
     ids = items.select("item_idx", "item_id")
     out_lists = None
     for name in results:
@@ -224,17 +231,20 @@ def evaluate_split(spark: SparkSession, settings: Settings, split: str, train_ev
 
 
 def run(spark: SparkSession, settings: Settings, events: DataFrame, split_names: list[str], k: int,
-        checkpoint_dir: str, inputs: ProductInputs | None = None) -> list[tuple[SplitResult, DataFrame]]:
+        checkpoint_dir: str, inputs: ProductInputs | None = None, categories: DataFrame | None = None
+        ) -> list[tuple[SplitResult, DataFrame]]:
     conf = settings.evaluate
     out = []
     for name in split_names:
         fraction = conf.random_test_fraction if name == "random" else conf.temporal_test_fraction
         train, held, _ = splits.holdout(events, name, fraction, conf.seed)
-        out.append(evaluate_split(spark, settings, name, train, held, k, checkpoint_dir, inputs))
+        out.append(evaluate_split(spark, settings, name, train, held, k, checkpoint_dir, inputs, categories))
     return out
 
 
 METRIC_ORDER = ("ndcg", "precision", "recall", "map", "hit_rate", "coverage", "diversity", "novelty")
+# exposure and calibration (liverec.metrics): their own table and plot row
+EXPOSURE_ORDER = ("exposure_gini", "tail_exposure", "tail_interactions", "avg_popularity", "calibration_kl")
 
 
 def write_report(results: list[SplitResult], k: int, folder: Path, title: str) -> dict[str, Path]:
@@ -256,6 +266,12 @@ def write_report(results: list[SplitResult], k: int, folder: Path, title: str) -
                   "| model | " + " | ".join(METRIC_ORDER) + " |", "|---" * (len(METRIC_ORDER) + 1) + "|"]
         for model, m in r.results.items():
             lines.append(f"| {model} | " + " | ".join(f"{m[x]:.4f}" for x in METRIC_ORDER) + " |")
+        lines += ["", "Exposure and calibration (position-discounted exposure; the tail is the catalogue outside the "
+                  "top 20% by training popularity, tail_interactions its share of the training interactions; "
+                  "calibration_kl: KL of each user's training category mix to their list's, lower is closer):", "",
+                  "| model | " + " | ".join(EXPOSURE_ORDER) + " |", "|---" * (len(EXPOSURE_ORDER) + 1) + "|"]
+        for model, m in r.results.items():
+            lines.append(f"| {model} | " + " | ".join(f"{m[x]:.4f}" if x in m else "-" for x in EXPOSURE_ORDER) + " |")
         lines.append("")
         prod = r.notes.get("product")
         if prod:
@@ -274,16 +290,20 @@ def write_report(results: list[SplitResult], k: int, folder: Path, title: str) -
     paths["markdown"].write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     shown = ("ndcg", "precision", "recall", "map", "hit_rate", "coverage", "diversity")
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
-    for ax, r in zip(axes[0], results, strict=True):
+    fig, axes = plt.subplots(2, len(results), figsize=(6 * len(results), 8), squeeze=False)
+    for col, r in enumerate(results):
         width = 0.8 / max(len(r.results), 1)
-        for j, (model, m) in enumerate(r.results.items()):
-            ax.bar([i + j * width for i in range(len(shown))], [m[x] for x in shown], width, label=model)
-        ax.set_xticks([i + width * (len(r.results) - 1) / 2 for i in range(len(shown))])
-        ax.set_xticklabels([f"{x}@{k}" if x not in ("coverage", "diversity") else x for x in shown], rotation=30)
-        ax.set_title(f"{r.split} split")
-        ax.set_ylim(0, 1)
-        ax.legend()
+        for ax, names, title in ((axes[0][col], shown, "accuracy and beyond"),
+                                 (axes[1][col], EXPOSURE_ORDER, "exposure and calibration")):
+            for j, (model, m) in enumerate(r.results.items()):
+                ax.bar([i + j * width for i in range(len(names))], [m.get(x, 0.0) for x in names], width, label=model)
+            ax.set_xticks([i + width * (len(r.results) - 1) / 2 for i in range(len(names))])
+            ax.set_xticklabels([f"{x}@{k}" if x not in ("coverage", "diversity", "tail_interactions") else x
+                                for x in names], rotation=30)
+            ax.set_title(f"{r.split} split: {title}")
+            if names is shown:
+                ax.set_ylim(0, 1)
+            ax.legend()
     fig.tight_layout()
     fig.savefig(paths["plot"], dpi=110)
     plt.close(fig)

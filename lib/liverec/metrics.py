@@ -10,6 +10,21 @@ Beyond accuracy:
   vectors in the list (ALS item factors here; text embeddings once they exist).
 - novelty@K: mean over recommended items of -log2(share of training users who interacted with it).
 
+Exposure and calibration (``exposure``, ``calibration``):
+
+- exposure of an item: the sum over the lists that show it of 1 / log2(position + 1) (a position-discounted view).
+- exposure_gini@K: the Gini coefficient of the items' exposure over every catalogue item (those never shown count
+  0): 0 when every item gets the same exposure, towards 1 when a few get it all.
+- tail_exposure@K: the share of all exposure that goes to the long tail, the items outside the top ``HEAD_SHARE``
+  (20%) of the catalogue by training popularity (distinct users); tail_interactions: the tail's share of the
+  training interactions (distinct user-item pairs), the level a popularity-neutral list would match.
+- avg_popularity@K: mean over users of the mean, over their list, of the share of training users who interacted
+  with the item.
+- calibration_kl@K: mean over users of KL(p || q~), p the category mix of the user's training items and q~ that of
+  their list smoothed towards p, ``(1 - CALIBRATION_ALPHA) q + CALIBRATION_ALPHA p`` (Steck, "Calibrated
+  Recommendations", 2018); an item with several categories counts 1 / their number to each. Natural logarithm;
+  users whose items have no category are left out.
+
 The ranker's own measures, on pandas/numpy rows (training processes and the promotion gate have no Spark
 job to run): ``ndcg_at_k`` (grouped scores and labels, the training loop's validation NDCG) and
 ``top_n_ndcg`` / ``list_quality`` (the gate's NDCG@N of each side's top N, ideal DCG over min(labels, N)).
@@ -25,6 +40,8 @@ from pyspark.sql import functions as F
 
 ACCURACY = {"precision": "precisionAtK", "recall": "recallAtK", "ndcg": "ndcgAtK",
             "map": "meanAveragePrecisionAtK"}
+HEAD_SHARE = 0.2  # the head: this share of the catalogue's items, the most popular in training; the rest is the tail
+CALIBRATION_ALPHA = 0.01  # the list's category mix smoothed towards the user's, so the KL is finite (Steck 2018)
 
 
 def accuracy(lists: DataFrame, k: int) -> dict[str, float]:
@@ -75,15 +92,75 @@ def novelty(lists: DataFrame, k: int, popularity: DataFrame, n_users: int) -> fl
     return float(got) if got is not None else 0.0
 
 
+def gini(values: np.ndarray) -> float:
+    """The Gini coefficient of non-negative values: sum_i (2 i - n - 1) x_(i) / (n sum x), x sorted ascending."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n, total = len(x), float(x.sum())
+    if n == 0 or total <= 0:
+        return 0.0
+    return float(((2 * np.arange(1, n + 1) - n - 1) * x).sum() / (n * total))
+
+
+def exposure(lists: DataFrame, k: int, popularity: DataFrame, n_users: int) -> dict[str, float]:
+    """exposure_gini, tail_exposure, tail_interactions and avg_popularity (module doc) of ``lists`` (user,
+    prediction) against ``popularity`` (item_idx, users: the catalogue's items, distinct training users each). The
+    per-item vectors are catalogue-sized and come to the driver."""
+    shown = lists.select("user", F.posexplode(F.slice("prediction", 1, k)).alias("p", "i"))
+    pop = popularity.select(F.col("item_idx").cast("double").alias("i"), F.col("users").cast("double"))
+    per_item = shown.groupBy("i").agg(F.sum(1.0 / F.log2(F.col("p") + 2.0)).alias("e")).toPandas()
+    counts = pop.toPandas()
+    universe = pd.merge(counts, per_item, on="i", how="outer").fillna(0.0)  # shown items outside training count 0
+    order = counts.sort_values(["users", "i"], ascending=[False, True])["i"].to_numpy()
+    head = set(order[:int(np.ceil(HEAD_SHARE * len(order)))].tolist())
+    tail = ~universe["i"].isin(head)
+    total_e, total_u = float(universe["e"].sum()), float(universe["users"].sum())
+    per_user = (shown.join(pop, "i", "left").groupBy("user")
+                .agg(F.avg(F.coalesce(F.col("users"), F.lit(0.0)) / float(max(n_users, 1))).alias("a")))
+    avg_pop = per_user.agg(F.avg("a")).collect()[0][0]
+    return {"exposure_gini": gini(universe["e"].to_numpy()),
+            "tail_exposure": float(universe.loc[tail, "e"].sum()) / total_e if total_e else 0.0,
+            "tail_interactions": float(universe.loc[tail, "users"].sum()) / total_u if total_u else 0.0,
+            "avg_popularity": float(avg_pop) if avg_pop is not None else 0.0}
+
+
+def calibration(lists: DataFrame, k: int, history: DataFrame, categories: DataFrame) -> float:
+    """calibration_kl (module doc): ``history`` (user, item_idx) the training items, ``categories`` (item_idx,
+    categories array<string>)."""
+    cats = (categories.select(F.col("item_idx").cast("double").alias("i"), F.explode_outer("categories").alias("c"))
+            .where(F.col("c").isNotNull()))
+    share = cats.groupBy("i").agg(F.count("*").alias("n"))
+    cats = cats.join(share, "i").select("i", "c", (1.0 / F.col("n")).alias("w"))
+
+    def mix(rows: DataFrame, name: str) -> DataFrame:
+        per = rows.join(cats, "i").groupBy("user", "c").agg(F.sum("w").alias("w"))
+        tot = per.groupBy("user").agg(F.sum("w").alias("t"))
+        return per.join(tot, "user").select("user", "c", (F.col("w") / F.col("t")).alias(name))
+
+    p = mix(history.select("user", F.col("item_idx").cast("double").alias("i")), "p")
+    q = mix(lists.select("user", F.explode(F.slice("prediction", 1, k)).alias("i")), "q")
+    users = q.select("user").distinct()
+    a = CALIBRATION_ALPHA
+    terms = (p.join(users, "user").join(q, ["user", "c"], "left")
+             .select("user", (F.col("p") * F.log(F.col("p") / ((1 - a) * F.coalesce(F.col("q"), F.lit(0.0))
+                                                                + a * F.col("p")))).alias("t")))
+    value = terms.groupBy("user").agg(F.sum("t").alias("kl")).agg(F.avg("kl")).collect()[0][0]
+    return float(value) if value is not None else float("nan")
+
+
 def all_metrics(lists: DataFrame, k: int, catalogue_size: int, item_vectors: DataFrame, popularity: DataFrame,
-                n_users: int) -> dict[str, float]:
-    """lists: (user, prediction array<double>, label array<double>)."""
+                n_users: int, history: DataFrame | None = None, categories: DataFrame | None = None
+                ) -> dict[str, float]:
+    """lists: (user, prediction array<double>, label array<double>); with ``history`` (user, item_idx) and
+    ``categories`` (item_idx, categories), the calibration too."""
     lists = lists.cache()
     out = accuracy(lists, k)
     out["hit_rate"] = hit_rate(lists, k)
     out["coverage"] = coverage(lists, k, catalogue_size)
     out["diversity"] = diversity(lists, k, item_vectors)
     out["novelty"] = novelty(lists, k, popularity, n_users)
+    out.update(exposure(lists, k, popularity, n_users))
+    if history is not None and categories is not None:
+        out["calibration_kl"] = calibration(lists, k, history, categories)
     out["users"] = float(lists.count())
     lists.unpersist()
     return out

@@ -50,7 +50,8 @@ def run_evaluate(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         progress.info("evaluate.product is false: the published product is not evaluated, baselines only")
     results, lists = [], None
     for name in names:
-        (r, found), = evaluation.run(spark, settings, events, [name], k, checkpoints, inputs)
+        (r, found), = evaluation.run(spark, settings, events, [name], k, checkpoints, inputs,
+                                     catalog.latest_items(spark, settings, ctx.ds).select("item_id", "categories"))
         results.append(r)
         lists = found if lists is None else lists.unionByName(found)
         progress.step(f"{name} split", r.test_pairs, users=r.test_users,
