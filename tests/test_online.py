@@ -524,4 +524,11 @@ def test_exploration_shows_lists_as_often_as_the_propensities_it_logs(ml100k_pip
     # position 1 logs the pool with the features the ranker scored it by: re-scored, they give the logged scores
     assert first["recent_items"][0] == STAR_WARS and len(first["pool_dense"]) == len(first["pool"]) > 5
     again = scorer.ranker.score_ids(first["pool"], first["recent_items"], np.array(first["pool_dense"]))
-    np.testing.assert_allclose((again - again.mean()) / again.std(), first["pool_scores"], atol=1e-3)
+    z, logged = (again - again.mean()) / again.std(), np.array(first["pool_scores"])
+    if getattr(scorer.ranker, "variant", None) == "int8":
+        # dynamic int8 quantises each call's activations over that call's whole batch (every candidate when served,
+        # the pool alone here): the same order, not the same numbers
+        ranks = [np.argsort(np.argsort(x)) for x in (z, logged)]
+        assert np.corrcoef(*ranks)[0, 1] >= 0.9 and np.max(np.abs(z - logged)) < 0.3
+    else:
+        np.testing.assert_allclose(z, logged, atol=1e-3)
