@@ -328,8 +328,23 @@ def test_shown_and_not_clicked_candidates_are_negatives_weighted_by_inverse_prop
 
 
 def test_a_negative_of_weight_w_counts_as_w_copies_in_the_sampled_softmax():
-    logits = torch.tensor([[1.0, 0.3, -0.5]])
-    weighted = torch.nn.functional.cross_entropy(logits + torch.log(torch.tensor([[1.0, 3.0, 1.0]])),
-                                                 torch.tensor([0]))
-    copies = torch.nn.functional.cross_entropy(torch.tensor([[1.0, 0.3, 0.3, 0.3, -0.5]]), torch.tensor([0]))
-    assert float(weighted) == pytest.approx(float(copies), rel=1e-6)
+    """train.list_logits adds each negative's log weight: the training loss of a list whose second item weighs 3 is
+    the loss of the same list with that item three times (logits from the model, copies built by hand)."""
+    from liverec.ranker.train import list_logits
+
+    torch.manual_seed(0)
+    shape = RankerShape(n_items=8, id_dim=4, text_in=3, text_dim=2, n_dense=5, attention_hidden=4, cross_layers=1,
+                        hidden_units=(6,), dropout=0.0)
+    model = Ranker(shape).eval()
+    dense = torch.randn(1, 3, 5)
+    batch = {"item_idx": torch.tensor([[1, 2, 3]]), "recent_idx": torch.tensor([[4, 5, 0]]),
+             "dense": dense.reshape(1, -1), "log_weight": torch.log(torch.tensor([[1.0, 3.0, 1.0]]))}
+    copies = {"item_idx": torch.tensor([[1, 2, 2, 2, 3]]), "recent_idx": torch.tensor([[4, 5, 0]]),
+              "dense": dense[:, [0, 1, 1, 1, 2]].reshape(1, -1)}
+    target = torch.tensor([0])
+    with torch.no_grad():
+        weighted = torch.nn.functional.cross_entropy(list_logits(model, batch, "cpu"), target)
+        repeated = torch.nn.functional.cross_entropy(list_logits(model, copies, "cpu"), target)
+        plain = torch.nn.functional.cross_entropy(list_logits(model, {**batch, "log_weight": torch.zeros(1, 3)},
+                                                              "cpu"), target)
+    assert float(weighted) == pytest.approx(float(repeated), rel=1e-5) and float(weighted) > float(plain)

@@ -301,8 +301,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         if share <= 0 or temperature <= 0 or not picks:
             return picks, np.ones(len(picks))
         arms = list(dict.fromkeys([*picks, *pool.tolist()]))  # the served list first: its positions are 0..k-1
-        z = scores[arms]
-        z = (z - z.mean()) / (z.std() if z.std() > 0 else 1.0)
+        z = offpolicy.standardised(scores[arms][None, :])[0]  # the one z-score the gate's replay uses too
         greedy = np.arange(len(picks))
         shown = greedy
         req.pool = Pool([self.item_ids[cands[a]] for a in arms], z.tolist(), np.asarray(dense)[arms].tolist(),
