@@ -176,3 +176,29 @@ def test_exposure_and_calibration_by_hand(spark):
     kl1 = 0.5 * math.log(0.5 / ((1 - a) * 0.75 + a * 0.5)) + 0.5 * math.log(0.5 / ((1 - a) * 0.25 + a * 0.5))
     kl2 = math.log(1.0 / ((1 - a) * 0.5 + a * 1.0))  # p b 1; q b .5 c .5
     assert metrics.calibration(lists, 2, history, cats) == pytest.approx((kl0 + kl1 + kl2) / 3)
+
+
+def test_content_policy_rules_resolve_over_the_catalogue_and_refuse_bad_files(spark, tmp_path):
+    from liverec import policy
+    from liverec.config import PolicySettings
+    from liverec.errors import InputError
+
+    (tmp_path / "items.csv").write_text("item_id,reason\ni9,recall\ni1,legal hold\n\n")
+    (tmp_path / "cats.csv").write_text("category,reason\nweapons,not sold here\n")
+    conf = PolicySettings(str(tmp_path / "items.csv"), str(tmp_path / "cats.csv"))
+    items = spark.createDataFrame([("i1", ["weapons"]), ("i2", ["garden", "weapons"]), ("i3", ["garden"]),
+                                   ("i4", None)], "item_id string, categories array<string>")
+    got = policy.load(conf, items)
+    # i9 (named, outside the catalogue) and i1 (named: its own reason wins) and i2 (its category)
+    assert got.reasons == {"i9": "recall", "i1": "legal hold", "i2": "category weapons: not sold here"}
+    assert (got.by_item, got.by_category, len(got)) == (2, 1, 3)
+    rows = spark.createDataFrame([("u", "i2"), ("u", "i3"), ("v", "i9")], "user_id string, item_id string")
+    assert policy.leaks(rows, got) == 2
+    assert len(policy.load(PolicySettings("", ""), items)) == 0
+    (tmp_path / "bad.csv").write_text("item_id,reason\ni5,\n")
+    with pytest.raises(InputError, match="line 2: every entry needs a item_id and a reason"):
+        policy.rules(PolicySettings(str(tmp_path / "bad.csv"), ""))
+    with pytest.raises(InputError, match="header with the columns category,reason"):
+        policy.rules(PolicySettings("", str(tmp_path / "items.csv")))
+    with pytest.raises(InputError, match="policy.blocked_items names"):
+        policy.rules(PolicySettings(str(tmp_path / "missing.csv"), ""))

@@ -2,12 +2,15 @@
 champion (scores, reasons), the baselines without one (EASE against numpy, ALS), the fallback chain for users the
 models do not know, the evaluation's product row against its own lists."""
 
+from dataclasses import replace
+
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import als, catalog, fallback, lakehouse, tables
+from liverec import als, catalog, fallback, lakehouse, tables, tracking
 from liverec.cli import main
 from tests.conftest import cli_args, restored
 
@@ -265,3 +268,86 @@ def test_evaluate_scores_the_product_beside_the_baselines(spark, demo_pipeline, 
     report = (folder / "evaluation.md").read_text()
     assert "| product |" in report and "| ease |" in report and "Gate on the ranker's validation users" in report
     assert (folder / "evaluation.png").stat().st_size > 1000
+
+
+def _policy_files(tmp_path, items: dict[str, str], categories: dict[str, str]) -> list[str]:
+    (tmp_path / "items.csv").write_text("item_id,reason\n" + "".join(f"{i},{r}\n" for i, r in items.items()))
+    (tmp_path / "cats.csv").write_text("category,reason\n" + "".join(f"{c},{r}\n" for c, r in categories.items()))
+    return ["--set", f"policy.blocked_items={tmp_path / 'items.csv'}",
+            "--set", f"policy.blocked_categories={tmp_path / 'cats.csv'}"]
+
+
+@pytest.mark.slow
+def test_content_policy_keeps_blocked_items_out_of_every_publishing_path(spark, demo_pipeline, tmp_path):
+    """Blocking the three items the champion published most and the category most of its rows fall in: no blocked
+    item reaches the nightly table (ranked, EASE, ALS and popularity chains), the online answers (known users,
+    a visitor clicking a blocked item, the store down) and every list still has N items; the run logs the count."""
+    from collections import Counter
+
+    from liverec import cleaning, policy, profiles
+
+    settings, ds, n = demo_pipeline, "2026-11-02", demo_pipeline.recommend.top_n
+    cats = {r["item_id"]: list(r["categories"] or []) for r in
+            catalog.latest_items(spark, settings, ds).select("item_id", "categories").collect()}
+    shown = [r["item_id"] for r in lakehouse.read(spark, settings, tables.RECOMMENDATIONS)
+             .where(F.col("ds") == ds).select("item_id").collect()]
+    named = [i for i, _ in Counter(shown).most_common(3)]
+    category = Counter(c for i in shown for c in cats.get(i, [])).most_common(1)[0][0]
+    blocked = set(named) | {i for i, cs in cats.items() if category in cs}  # by hand, from the catalogue
+    assert 3 < len(blocked) < len(cats) // 2 and sum(i in blocked for i in shown) > len(shown) // 10
+    args = _policy_files(tmp_path, {i: "legal hold" for i in named}, {category: "not for minors"})
+    client = mlflow.MlflowClient(settings.tracking_uri())
+
+    with restored(spark, settings, tables.RECOMMENDATIONS):
+        for extra, model in (([], "ranker:"), ([*NO_RANKER, "--set", "recommend.baseline=ease"], "ease:"),
+                             (ALS_CHAIN, "als:")):
+            assert main(["run", "recommend_nightly", *cli_args(settings), "--ds", ds, *args, *extra]) == 0
+            recs = lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds).cache()
+            _check_lists(spark, settings, recs, ds)  # N per active user: the fill-in took the blocked places
+            assert recs.where(F.col("item_id").isin(sorted(blocked))).count() == 0, extra
+            assert recs.where(F.col("model_version").startswith(model)).count() > 0, extra
+            run = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id],
+                                     "params.`policy.items_blocked` != ''", order_by=["attributes.start_time DESC"],
+                                     max_results=1)[0]
+            assert run.data.params["policy.items_blocked"] == str(len(blocked))
+            assert run.data.params["policy.items_blocked_by_category"] == str(len(blocked - set(named)))
+
+        # the popularity chain (users with neither factors nor content vectors), as the job calls it
+        events = catalog.events_until(spark, settings, ds)
+        items = catalog.latest_items(spark, settings, ds)
+        prof = profiles.build_profiles(events, items, None, settings.profiles, settings.clean.event_weights,
+                                       b"k", None)
+        rules = policy.rules(replace(settings.policy, blocked_items=str(tmp_path / "items.csv"),
+                                     blocked_categories=str(tmp_path / "cats.csv")))
+        users = events.select("user_id").distinct().orderBy("user_id").limit(50)
+        pop = fallback.nightly(events, items, prof, None, None, None, settings.recommend, ds, users=users,
+                               blocked=policy.resolve(rules, items)).cache()
+        assert {r[0] for r in pop.select("source").distinct().collect()} <= {"popular_category", "popular"}
+        per_user = pop.groupBy("user_id").count()
+        assert per_user.count() == 50 and per_user.where(F.col("count") != n).count() == 0
+        assert pop.where(F.col("item_id").isin(sorted(blocked))).count() == 0
+
+    # online: a model of its own (the demo chain's alias and store stay as they are)
+    own = ["--set", "online.registered_model=liverec-online-policy", "--set", "online.store_prefix=policy"]
+    assert main(["run", "publish_online", *cli_args(settings), "--ds", ds, *args, *own]) == 0
+    with tracking.caller_environment_kept():
+        mlflow.set_tracking_uri(settings.tracking_uri())
+        model = mlflow.pyfunc.load_model(f"models:/liverec-online-policy@{settings.online.alias}")
+    scorer = model.unwrap_python_model().scorer
+    assert {scorer.item_ids[i] for i in np.flatnonzero(scorer.blocked)} == blocked & set(scorer.item_ids)
+    key = cleaning.id_key(settings)
+    listed = {r[0] for r in lakehouse.read(spark, settings, tables.RECOMMENDATIONS).where(F.col("ds") == ds)
+              .select("user_id").distinct().collect()}
+    raw = [u for u in sorted(r[0] for r in lakehouse.read(spark, settings, tables.BRONZE_EVENTS).select("user_id")
+                             .distinct().collect() if r[0]) if cleaning.pseudonymise_value(u, key) in listed][:20]
+    assert len(raw) == 20
+    asks = [{"user_id": u, "k": n} for u in raw] + [
+        {"user_id": None, "session": [{"item_id": named[0], "event_type": "click", "ts": 1_700_000_000}], "k": n},
+        {"user_id": raw[0], "viewing": named[1], "k": n}]
+    answers = model.predict(pd.DataFrame(asks))
+    assert not set(answers["item_id"]) & blocked
+    sizes = answers.groupby("request").size()
+    assert len(sizes) == len(asks) and (sizes == n).all()
+    scorer.store = None  # the scorer's degraded mode, as when the store cannot be read: popular items only
+    degraded = scorer.answer([{"user_id": None, "k": n}])
+    assert len(degraded) == n and not set(degraded["item_id"]) & blocked

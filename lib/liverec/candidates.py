@@ -53,13 +53,14 @@ CANDIDATE_ROWS = ("user_id string, item_id string, als_rank int, ease_rank int, 
                   "via string, dense array<float>, recent_items array<string>")
 
 
-def ease_lists(spark: SparkSession, model: ease.EaseModel, seen: DataFrame, users: DataFrame, k: int
-               ) -> DataFrame:
+def ease_lists(spark: SparkSession, model: ease.EaseModel, seen: DataFrame, users: DataFrame, k: int,
+               exclude: list[str] | None = None) -> DataFrame:
     """(user_id, item_id, rank, score, via, score_mean, score_std): each user's top ``k`` unseen items by EASE
-    over their history ``seen`` (user_id, item_id); users without an item EASE knows get no rows."""
+    over their history ``seen`` (user_id, item_id), never one of ``exclude``; users without an item EASE knows get
+    no rows."""
     index = spark.createDataFrame([(i, n) for n, i in enumerate(model.item_ids)], "item_id string, item_idx int")
     hist = ease.user_items(seen.join(users.select("user_id").distinct(), "user_id", "left_semi"), F.broadcast(index))
-    top = ease.scored_top(spark, model, hist, k)
+    top = ease.scored_top(spark, model, hist, k, exclude)
     rows = top.select("user_id", "score_mean", "score_std",
                       F.posexplode(F.arrays_zip("items", "scores", "via")).alias("pos", "x"))
     return (rows.join(F.broadcast(index), F.col("x.items") == F.col("item_idx"))
@@ -260,8 +261,10 @@ def _list_stats(stats: dict[str, np.ndarray], name: str, users: np.ndarray, scor
     stats[f"{name}_floor"][users[has]] = [min(s) for s, h in zip(scores, has, strict=True) if h]
 
 
-def union(batch: Batch, items: ItemArrays, conf: RecommendSettings) -> Lists:
-    """The candidate lists of a batch of users (see the module doc)."""
+def union(batch: Batch, items: ItemArrays, conf: RecommendSettings, blocked: np.ndarray | None = None) -> Lists:
+    """The candidate lists of a batch of users (see the module doc); ``blocked`` (bool per catalogue row, the content
+    policy's items) leaves those out of every list, as seen items are, after each source's own ranks and score
+    statistics (so the other candidates' features do not move)."""
     n_users, n_items = len(batch.user_ids), len(items.ids)
     stats = {k: np.full(n_users, np.nan) for k in SCORE_STATS}
     parts = []
@@ -319,6 +322,8 @@ def union(batch: Batch, items: ItemArrays, conf: RecommendSettings) -> Lists:
     seen_keys = np.concatenate([b * n_items + s for b, s in enumerate(batch.seen)] + [np.zeros(0, np.int64)])
     keys = rows["user"] * n_items + rows["item"]
     keep = ~np.isin(keys, seen_keys)
+    if blocked is not None:
+        keep &= ~blocked[rows["item"]]
     rows, keys = {k: v[keep] for k, v in rows.items()}, keys[keep]
     # one row per (user, item): the best evidence names it, the ranks / scores / similarity from whichever found them
     order = np.lexsort((rows["via_key"], rows["order"], rows["prio"], keys))
@@ -351,23 +356,25 @@ def check(conf: RecommendSettings) -> None:
 
 def per_user(f: Features, users: DataFrame, neighbors: DataFrame | None, settings: Settings,
              emit: Callable[[Batch, Lists, np.ndarray, ItemArrays, Any], pa.RecordBatch], schema: str,
-             setup: Callable[[ItemArrays], Any] | None = None) -> DataFrame:
+             setup: Callable[[ItemArrays], Any] | None = None, exclude: list[str] | None = None) -> DataFrame:
     """The candidate lists of ``users`` and their dense features, per batch of ``recommend.list_batch_users``
     users inside Spark's Arrow batches: ``emit(batch, lists, dense, items, state)`` turns each into the output
-    rows (``schema``); ``setup(items)``, once per Python worker task, gives ``state`` (a loaded model, say)."""
+    rows (``schema``); ``setup(items)``, once per Python worker task, gives ``state`` (a loaded model, say).
+    ``exclude``: item ids no list may hold (the content policy's, ``liverec.policy``)."""
     conf = settings.recommend
     check(conf)
     items = features.item_arrays(f, neighbors, conf)
-    shared = users.sparkSession.sparkContext.broadcast(items)
+    blocked = np.isin(items.ids, np.asarray(exclude, dtype=object)) if exclude else None
+    shared = users.sparkSession.sparkContext.broadcast((items, blocked))
     size = max(conf.list_batch_users, 1)
 
     def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        arrays = shared.value
+        arrays, banned = shared.value
         state = setup(arrays) if setup else None
         for rb in batches:
             for start in range(0, rb.num_rows, size):
                 batch = read_batch(rb.slice(start, size), arrays)
-                lists = union(batch, arrays, conf)
+                lists = union(batch, arrays, conf, banned)
                 dense = features.dense(lists, batch, arrays, conf.als_candidates, conf.ease_candidates)
                 yield emit(batch, lists, dense, arrays, state)
 

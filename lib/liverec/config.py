@@ -183,6 +183,12 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    blocked_items: str
+    blocked_categories: str
+
+
+@dataclass(frozen=True)
 class ForgetSettings:
     vacuum_retain_hours: int
 
@@ -209,6 +215,7 @@ class Settings:
     feedback: FeedbackSettings
     forget: ForgetSettings
     privacy: PrivacySettings
+    policy: PolicySettings
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: ``MLFLOW_TRACKING_URI`` wins over conf when set."""
@@ -372,6 +379,8 @@ def _resolve_paths(s: Settings) -> Settings:
         evaluate=dataclasses.replace(s.evaluate, report_dir=_absolute(s.evaluate.report_dir)),
         stream=dataclasses.replace(s.stream, landing=_absolute(s.stream.landing),
                                    checkpoint=_absolute(s.stream.checkpoint) if s.stream.checkpoint else ""),
+        policy=PolicySettings(*[_absolute(p) if p else "" for p in (s.policy.blocked_items,
+                                                                    s.policy.blocked_categories)]),
     )
 
 

@@ -125,14 +125,17 @@ def fit(pairs: DataFrame, lam: float, max_items: int) -> tuple[EaseModel, DataFr
     return EaseModel(ids, b, float(lam), users, nnz), rows
 
 
-def top_of(lists: list[np.ndarray], b: np.ndarray, n_items: int, n: int
+def top_of(lists: list[np.ndarray], b: np.ndarray, n_items: int, n: int, exclude: np.ndarray | None = None
            ) -> tuple[list[list[int]], list[list[float]], list[list[int]], np.ndarray, np.ndarray]:
     """For users' histories ``lists`` (model indices): their ``n`` best unseen items by EASE score (``vectors.best_of``
     over X B, the history masked), the scores, the history item that adds most to each (``via``; -1 without a
     history) and the mean / std of each user's scores over the unseen items. The scoring of ``scored_top`` and of
-    the nightly job's per-user lists (``liverec.candidates``)."""
+    the nightly job's per-user lists (``liverec.candidates``). ``exclude`` (model indices) are never picked either
+    (the content policy's items)."""
     s = np.asarray(_sparse_rows(lists, n_items) @ b, dtype=np.float64)
     vectors.mask_seen(s, pd.Series(lists, dtype=object))
+    if exclude is not None and len(exclude):
+        s[:, exclude] = -np.inf
     top, top_scores, mean, std = vectors.best_of(s, n)
     via = []
     for hist, best in zip(lists, top, strict=True):
@@ -143,10 +146,14 @@ def top_of(lists: list[np.ndarray], b: np.ndarray, n_items: int, n: int
     return top, top_scores, via, mean, std
 
 
-def scored_top(spark: SparkSession, model: EaseModel, users: DataFrame, n: int) -> DataFrame:
+def scored_top(spark: SparkSession, model: EaseModel, users: DataFrame, n: int, exclude: list[str] | None = None
+               ) -> DataFrame:
     """TOP_SCHEMA rows for ``users`` (user_id, items array<int> = their history as model indices): the ``n``
     best unseen items by EASE score (model indices, best first), their scores, the history item that adds
-    most to each (``via``, a model index), and the mean / std of the user's scores over unseen items."""
+    most to each (``via``, a model index), and the mean / std of the user's scores over the allowed unseen items;
+    ``exclude``: item ids never picked (the content policy's)."""
+    index = model.index
+    banned = np.array(sorted({index[i] for i in exclude or () if i in index}), dtype=np.int64)
     shared = spark.sparkContext.broadcast(model.weights)
     n_items = len(model.item_ids)
 
@@ -156,7 +163,7 @@ def scored_top(spark: SparkSession, model: EaseModel, users: DataFrame, n: int) 
             for start in range(0, len(pdf), CHUNK):
                 part = pdf.iloc[start:start + CHUNK]
                 lists = [np.asarray(x if x is not None else [], dtype=np.int64) for x in part["items"]]
-                top, top_scores, via, mean, std = top_of(lists, b, n_items, n)
+                top, top_scores, via, mean, std = top_of(lists, b, n_items, n, banned)
                 yield pd.DataFrame({"user_id": part["user_id"].to_numpy(), "items": top, "scores": top_scores,
                                     "via": via, "score_mean": mean, "score_std": std})
 

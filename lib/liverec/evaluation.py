@@ -90,7 +90,7 @@ def _product(spark: SparkSession, settings: Settings, split: str, train_events: 
     notes on what it did (the gate's numbers, the candidate recall, ranker or baseline)."""
     import mlflow
 
-    from liverec import registry, tables
+    from liverec import policy, registry, tables
     from liverec.ranker import pyfunc, train
     from liverec.ranker.examples import VALID_COLUMNS
 
@@ -136,7 +136,7 @@ def _product(spark: SparkSession, settings: Settings, split: str, train_events: 
     eager = replace(settings, ranker=replace(settings.ranker, scoring_variant=compiled.TORCH))
     published = product.publish(spark, train_events, test_users, inputs.items, prof, uf, itf, None, ease_model, None,
                                 inputs.item_embeddings, inputs.neighbors, inputs.social, eager, inputs.key, ranker,
-                                best, inputs.ds)
+                                best, inputs.ds, blocked=policy.load(settings.policy, inputs.items))
     recs = published.rows.select("user_id", "rank", "item_id", "source").localCheckpoint()
     notes["sources"] = {r["source"]: r["count"] for r in recs.groupBy("source").count().collect()}
     notes["baseline"] = best

@@ -59,13 +59,18 @@ def cold_items(item_embeddings: DataFrame, events: DataFrame, max_users: int) ->
             .where(F.coalesce(F.col("n_users"), F.lit(0)) <= max_users).drop("n_users"))
 
 
+def item_users(events: DataFrame) -> DataFrame:
+    """(item_id, users): the distinct users of each item, what popularity ranks by."""
+    return events.groupBy("item_id").agg(F.countDistinct("user_id").alias("users"))
+
+
 def popular_recommendations(users: DataFrame, events: DataFrame, items: DataFrame, profiles: DataFrame,
                             seen: DataFrame, conf: RecommendSettings, pop: DataFrame | None = None) -> DataFrame:
     """(user_id, rank, item_id, score, reason, source) from popularity, in the user's top categories first.
     ``pop`` (item_id, users): the counts to rank by (a differentially private release, ``liverec.privacy``); the
-    exact distinct users per item when None."""
+    exact distinct users per item (``item_users``) when None."""
     if pop is None:
-        pop = events.groupBy("item_id").agg(F.countDistinct("user_id").alias("users"))
+        pop = item_users(events)
     top_pop = pop.orderBy(F.col("users").desc(), "item_id").limit(conf.popular_pool)
     n_max = pop.agg(F.max("users")).collect()[0][0] or 1
     item_cats = items.select("item_id", F.explode("categories").alias("category"))
@@ -95,11 +100,11 @@ def popular_recommendations(users: DataFrame, events: DataFrame, items: DataFram
 
 
 def ease_recommendations(users: DataFrame, seen: DataFrame, items: DataFrame, model: EaseModel, n: int,
-                         run_id: str | None, version: str) -> DataFrame:
-    """gold.recommendations columns (without ds) from EASE's top ``n`` of ``users``: the reason names the history
-    item that adds most to the item's score."""
+                         run_id: str | None, version: str, exclude: list[str] | None = None) -> DataFrame:
+    """gold.recommendations columns (without ds) from EASE's top ``n`` of ``users`` (never one of ``exclude``): the
+    reason names the history item that adds most to the item's score."""
     spark = users.sparkSession
-    lists = candidates.ease_lists(spark, model, seen, users, n)
+    lists = candidates.ease_lists(spark, model, seen, users, n, exclude)
     titled = lists.join(items.select(F.col("item_id").alias("via"), "title"), "via", "left")
     return titled.select("user_id", "rank", "item_id", "score",
                          F.concat(F.lit("Because you chose "), reasons.quoted_title("via")).alias("reason"),
@@ -111,7 +116,8 @@ def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_facto
             item_factors: DataFrame | None, model_run_id: str | None, conf: RecommendSettings, ds: str,
             item_embeddings: DataFrame | None = None, content_version: str = "content",
             users: DataFrame | None = None, als_version_note: str = "", ease_model: EaseModel | None = None,
-            ease_run_id: str | None = None, baseline: str = "als", popularity: Any = None) -> DataFrame:
+            ease_run_id: str | None = None, baseline: str = "als", popularity: Any = None,
+            blocked: Any = None) -> DataFrame:
     """gold.recommendations rows for one ds.
 
     ``baseline`` ``ease`` (with ``ease_model``): EASE's top N for the users it can score. Then, users with ALS
@@ -122,15 +128,25 @@ def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_facto
     to the ALS and EASE rows' model_version (e.g. why no ranker ranked them). ``popularity``: a
     ``liverec.privacy.Release`` the popularity rows rank by (their model_version names its epsilon), else exact
     counts.
+    ``blocked``: the content policy's ``liverec.policy.Blocked``; every list is cut from the other items, so
+    it still has N when there are N others.
     """
     users = (active_users(events, conf.active_days) if users is None else users.select("user_id").distinct()).cache()
     seen = seen_items(events).join(users, "user_id").cache()
+    exclude, pop = None, popularity.counts if popularity is not None else None
+    if blocked is not None and len(blocked):  # the policy's items leave every source before its top N
+        from liverec import policy
+
+        exclude, banned = blocked.ids, F.broadcast(policy.frame(blocked, events.sparkSession))
+        item_factors = item_factors.join(banned, "item_id", "left_anti") if item_factors is not None else None
+        item_embeddings = item_embeddings.join(banned, "item_id", "left_anti") if item_embeddings is not None else None
+        pop = (pop if pop is not None else item_users(events)).join(banned, "item_id", "left_anti")
     n, history = conf.top_n, conf.reason_history_items
     parts = []
     covered = users.limit(0)
     if baseline == "ease" and ease_model is not None:
         ease_rows = ease_recommendations(users, seen, items, ease_model, n, ease_run_id,
-                                         f"ease:{ease_run_id}{als_version_note}").cache()
+                                         f"ease:{ease_run_id}{als_version_note}", exclude).cache()
         parts.append(ease_rows)
         covered = ease_rows.select("user_id").distinct()
     emb_vecs = None
@@ -162,8 +178,7 @@ def nightly(events: DataFrame, items: DataFrame, profiles: DataFrame, user_facto
         parts.append(reasons.labelled(content, profiles, emb_vecs, items, history, "Similar to ",
                                    "Close to what you looked at", "content", None, content_version))
         rest = rest.join(content.select("user_id").distinct(), "user_id", "left_anti")
-    pop_rows = (popular_recommendations(rest, events, items, profiles, seen, conf,
-                                        popularity.counts if popularity is not None else None)
+    pop_rows = (popular_recommendations(rest, events, items, profiles, seen, conf, pop)
                 .withColumn("model_run_id", F.lit(None).cast("string"))
                 .withColumn("model_version", F.lit(f"popularity:{ds}"
                                                    + (f":{popularity.label}" if popularity is not None else ""))))

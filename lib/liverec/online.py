@@ -103,6 +103,8 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         for name, arr in arrays.items():
             setattr(self, name, arr)
         self.item_ids: list[str] = meta["item_ids"]
+        if "blocked" not in arrays:  # a bundle from before the content policy: nothing blocked
+            self.blocked = np.zeros(len(self.item_ids), dtype=bool)
         self.index = {i: n for n, i in enumerate(self.item_ids)}
         self.weights: dict[str, float] = meta["event_weights"]
         from liverec.config import AlsSettings
@@ -188,12 +190,12 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         return self.fold_in(req)
 
     def seen(self, req: Request) -> tuple[np.ndarray, np.ndarray]:
-        """(items the user has from the history, items never to recommend: those + session, viewed, excluded)
-        as boolean masks over the catalogue."""
+        """(items the user has from the history, items never to recommend: those + session, viewed, excluded and
+        the content policy's) as boolean masks over the catalogue."""
         history = np.zeros(len(self.item_ids), dtype=bool)
         if req.user is not None:
             history[req.user.seen_idx] = True
-        banned = history.copy()
+        banned = history | self.blocked
         banned[[e.item for e in req.session] + list(req.exclude) +
                ([req.viewing] if req.viewing is not None else [])] = True
         return history, banned

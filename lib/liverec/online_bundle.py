@@ -40,9 +40,10 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
     and the user records for the online store as a Spark DataFrame (:func:`user_records`)."""
     from pyspark.sql import functions as F
 
-    from liverec import features, tables
+    from liverec import features, policy, tables
 
     conf, oconf = settings.recommend, settings.online
+    blocked_ids = policy.load(settings.policy, items).ids  # checked before the work: a bad policy file stops here
     f = features.features_from(spark, events, user_profiles, user_factors, item_factors, ease_model, items,
                                item_embeddings, social, settings, key)
     item_rows = (f.items.join(items.select("item_id", "title"), "item_id", "left")
@@ -64,7 +65,10 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
         if v is not None:
             emb[n] = np.asarray(v, dtype=np.float32)
     item_stats = item_rows[list(ITEM_STATS)].to_numpy(dtype=np.float64)  # as features.item_arrays holds them
-    popular = np.lexsort((np.arange(n_items), -item_stats[:, 0], -item_stats[:, 1]))[:oconf.candidates]
+    # the content policy's items: banned from every answer; the popular list (a degraded answer's) is cut without them
+    blocked = np.isin(np.asarray(item_ids, dtype=object), np.asarray(blocked_ids, dtype=object))
+    popular = np.lexsort((np.arange(n_items), -item_stats[:, 0], -item_stats[:, 1]))
+    popular = popular[~blocked[popular]][:oconf.candidates]
 
     # neighbours: the best neighbors_per_item of each item (-1 = none)
     nb = np.full((n_items, max(conf.neighbors_per_item, 1)), -1, dtype=np.int32)
@@ -94,7 +98,7 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
     arrays = {
         "ease_items": ease_items, "ease_weights": ease_weights,
         "factors": factors, "has_factor": has_factor, "embeddings": emb, "item_stats": item_stats,
-        "popular": popular.astype(np.int32), "neighbors": nb, "neighbor_sim": nb_sim,
+        "popular": popular.astype(np.int32), "neighbors": nb, "neighbor_sim": nb_sim, "blocked": blocked,
     }
     meta = {
         "ds": ds, "item_ids": item_ids, "titles": [None if t is None or (isinstance(t, float) and math.isnan(t))

@@ -95,16 +95,18 @@ def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: Dat
             ease_model: EaseModel | None, ease_run_id: str | None, item_embeddings: DataFrame | None,
             neighbors: DataFrame | None, social: DataFrame | None, settings: Settings, key: bytes,
             ranker: Champion | None, baseline: str, ds: str, note: str = "",
-            content_version: str = "content", progress: Progress | None = None) -> Published:
+            content_version: str = "content", progress: Progress | None = None, blocked: Any = None) -> Published:
     """gold.recommendations rows of ``users`` for ``ds``: ranked by ``ranker`` where it can (it needs ALS
-    factors), the baseline chain for everyone else (``note`` is appended to its EASE / ALS model_version)."""
+    factors and top_n candidates), the baseline chain for everyone else (``note`` is appended to its EASE / ALS
+    model_version). ``blocked`` (``liverec.policy.Blocked``): items no path may publish, removed before each
+    top N is cut."""
     conf = settings.recommend
     parts: list[DataFrame] = []
     rest, ranked_users, counts = users, None, {}
     if ranker is not None and user_factors is not None and item_factors is not None:
         ranked = scoring.ranked_nightly(spark, events, users, items, user_profiles, user_factors, item_factors,
                                         ease_model, item_embeddings, neighbors, social, settings, key, ranker, ds,
-                                        progress)
+                                        progress, blocked.ids if blocked is not None and len(blocked) else None)
         parts.append(ranked.rows)
         rest = users.join(ranked.users, "user_id", "left_anti").localCheckpoint()
         ranked_users, counts = ranked.users.count(), ranked.candidates
@@ -118,6 +120,6 @@ def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: Dat
         parts.append(fallback.nightly(events, items, user_profiles, user_factors, item_factors, als_run_id, conf, ds,
                                        item_embeddings, content_version, users=rest, als_version_note=note,
                                        ease_model=ease_model, ease_run_id=ease_run_id, baseline=baseline,
-                                       popularity=release))
+                                       popularity=release, blocked=blocked))
     rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
     return Published(rows, ranked_users, counts, release)

@@ -95,12 +95,13 @@ def _list_scores(model: Any, inner: Any, vocab_idx: np.ndarray | None, items: np
 
 
 def ranked_lists(f: features.Features, users: DataFrame, neighbors: DataFrame | None, settings: Settings,
-                 archive: str, by_embedding: bool) -> DataFrame:
+                 archive: str, by_embedding: bool, exclude: list[str] | None = None) -> DataFrame:
     """LISTS_SCHEMA rows of ``users``: their candidates and features (``candidates.per_user``), scored by the
     shipped model one user's list per call (``ranker.score_threads`` torch / ONNX Runtime threads per Python
     worker, ``ranker.scoring_variant``), then the ``recommend.top_n`` that maximal marginal relevance picks
     from the ``recommend.mmr_pool`` best, for the whole batch of users at once, by the cosine of the items'
-    text embeddings (``by_embedding``) or ALS factors. Only those rows leave the executor."""
+    text embeddings (``by_embedding``) or ALS factors. Only those rows leave the executor. ``exclude``: the content
+    policy's item ids, never a candidate."""
     from liverec import diversity
     from liverec.ranker import compiled
 
@@ -166,7 +167,7 @@ def ranked_lists(f: features.Features, users: DataFrame, neighbors: DataFrame | 
                                      mask=pa.array(~top))],
             names=[c.split(" ")[0] for c in LISTS_SCHEMA.split(", ")])
 
-    return candidates.per_user(f, users, neighbors, settings, emit, LISTS_SCHEMA, setup)
+    return candidates.per_user(f, users, neighbors, settings, emit, LISTS_SCHEMA, setup, exclude)
 
 
 @dataclass
@@ -180,10 +181,11 @@ def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, ite
                    user_profiles: DataFrame, user_factors: DataFrame, item_factors: DataFrame,
                    ease_model: EaseModel | None, item_embeddings: DataFrame | None, neighbors: DataFrame | None,
                    social: DataFrame | None, settings: Settings, key: bytes, model: Champion, ds: str,
-                   progress: Progress | None = None) -> Ranked:
+                   progress: Progress | None = None, exclude: list[str] | None = None) -> Ranked:
     """The ranked recommendations of ``users`` (active users) for ``ds``; see the module doc. ``model`` may be
     any logged ranker pyfunc (the evaluation ranks with one it has not registered). With ``progress``, one
-    line per step (features, candidates, ranked lists) with its seconds: where the job's time goes."""
+    line per step (features, candidates, ranked lists) with its seconds: where the job's time goes. ``exclude``:
+    item ids no list may hold (``liverec.policy``)."""
     conf = settings.recommend
     f = features.features_from(spark, events, user_profiles, user_factors, item_factors, ease_model, items,
                                item_embeddings, social, settings, key)
@@ -191,7 +193,8 @@ def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, ite
         progress.step("features")
     archive = ship_model(spark, model.uri, os.path.join(settings.scratch_dir, "champion"),
                          settings.ranker.scoring_variant)
-    lists = ranked_lists(f, users, neighbors, settings, archive, item_embeddings is not None).localCheckpoint()
+    lists = ranked_lists(f, users, neighbors, settings, archive, item_embeddings is not None,
+                         exclude).localCheckpoint()
     firsts = lists.where(F.col("rank") == 1).agg(
         F.count("*").alias("users"), F.sum("n_candidates").alias("rows"),
         *[F.sum(F.col("by_source")[j]).alias(s) for j, s in enumerate(candidates.SOURCES)]).first()
@@ -199,9 +202,11 @@ def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, ite
     if progress:  # rows: distinct (user, item) candidates; from_<source>: what each source found
         progress.step("ranked lists", firsts["users"], candidates=int(firsts["rows"] or 0),
                       **{f"from_{k}": v for k, v in sorted(counts.items())})
-    top = lists.drop("n_candidates", "by_source")
+    # a user with fewer than top_n candidates left (the content policy may take some) gets the baseline chain's list
+    full = lists.where(F.col("rank") == conf.top_n).select("user_id")
+    top = lists.drop("n_candidates", "by_source").join(full, "user_id", "left_semi")
     out = with_reasons(top, f, user_profiles, items, item_factors, conf.reason_history_items)
     out = out.select("user_id", "rank", "item_id", "score", "reason", "source",
                      F.lit(model.run_id).cast("string").alias("model_run_id"),
                      F.lit(model.tag).alias("model_version"), F.lit(ds).alias("ds"))
-    return Ranked(out, top.select("user_id").distinct(), counts)
+    return Ranked(out, full, counts)

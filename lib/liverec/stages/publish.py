@@ -39,7 +39,7 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import mlflow
     from pyspark.sql import functions as F
 
-    from liverec import catalog, cleaning, fallback, lakehouse, product, registry
+    from liverec import catalog, cleaning, fallback, lakehouse, policy, product, registry
     from liverec.ranker import compiled
 
     spark, settings, progress, ds = ctx.spark, ctx.settings, ctx.progress, ctx.ds
@@ -55,6 +55,7 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     if user_profiles is None:
         raise InputError(f"gold.user_profiles has no partition up to ds={ds}: run build_profiles first")
     items = catalog.latest_items(spark, settings, ds)
+    blocked = policy.load(settings.policy, items)  # before any work: a bad policy file stops the job here
     uf, itf, factor_ds, run_id = latest_factors(ctx)
     if uf is None:
         progress.info("no ALS factors up to this ds: users get EASE, content or popularity without the ranker")
@@ -72,6 +73,10 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     progress.step("read inputs", None, profiles_ds=profile_ds, factors_ds=factor_ds, ease_ds=ease_ds,
                   embeddings_ds=emb_ds, ranker=champion.tag if champion else None, baseline=baseline)
     log_conf("recommend", conf)
+    log_conf("policy", settings.policy)
+    mlflow.log_params(blocked.metrics())
+    if len(blocked):
+        progress.step("content policy", len(blocked), by_item=blocked.by_item, by_category=blocked.by_category)
     mlflow.log_params({"ranker_model_version": champion.tag if champion else "none",
                        "ranker_run_id": champion.run_id if champion else None, "baseline_used": baseline,
                        "ease_ds": ease_ds})
@@ -87,7 +92,8 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     users = fallback.active_users(events, conf.active_days).cache()
     published = product.publish(spark, events, users, items, user_profiles, uf, itf, run_id, ease_model, ease_run,
                                 emb, neighbors, social(ctx), settings, cleaning.id_key(settings), champion,
-                                baseline, ds, note, f"content:{settings.embeddings.model}@{emb_ds}", progress)
+                                baseline, ds, note, f"content:{settings.embeddings.model}@{emb_ds}", progress,
+                                blocked)
     if published.candidates:
         mlflow.log_params({f"candidates.{k}": v for k, v in published.candidates.items()})
     if published.popularity is not None:  # the DP release's cost, beside the rows whose model_version names it
@@ -102,6 +108,10 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     by_source = {r["source"]: r["rows"] for r in counts}
     ranked_rows = sum(int(r["ranked"] or 0) for r in counts)
     n_users = rows.select("user_id").distinct().count()
+    leaked = policy.leaks(rows, blocked)
+    if leaked:  # a bug, never a published row
+        raise BalanceError(f"{leaked:,} of the day's rows hold an item the content policy blocks: nothing was "
+                           "published")
     before = lakehouse.version(spark, settings, tables.RECOMMENDATIONS)
     version = lakehouse.overwrite_partition(spark, settings, tables.RECOMMENDATIONS, rows, {"ds": ds})
     written = committed_rows(ctx, tables.RECOMMENDATIONS, before, version)
@@ -158,7 +168,9 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     meta.update(ranker_version=ranker_tag, baseline=baseline, ranker_variant=settings.ranker.scoring_variant,
                 inputs={t: found[t][1] for t in order} | {"embeddings": emb_ds})
     size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
-    progress.step("bundle", len(meta["item_ids"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag)
+    progress.step("bundle", len(meta["item_ids"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag,
+                  policy_blocked=int(arrays["blocked"].sum()))
+    mlflow.log_param("policy.items_blocked", int(arrays["blocked"].sum()))
 
     # the per-user records into the online store: a new generation for ds, visible at once when complete
     from liverec.online_store import StoreUnavailable, redacted
