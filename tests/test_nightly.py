@@ -284,7 +284,7 @@ def test_content_policy_keeps_blocked_items_out_of_every_publishing_path(spark, 
     a visitor clicking a blocked item, the store down) and every list still has N items; the run logs the count."""
     from collections import Counter
 
-    from liverec import cleaning, policy, profiles
+    from liverec import cleaning, online, policy, profiles
 
     settings, ds, n = demo_pipeline, "2026-11-02", demo_pipeline.recommend.top_n
     cats = {r["item_id"]: list(r["categories"] or []) for r in
@@ -349,5 +349,6 @@ def test_content_policy_keeps_blocked_items_out_of_every_publishing_path(spark, 
     sizes = answers.groupby("request").size()
     assert len(sizes) == len(asks) and (sizes == n).all()
     scorer.store = None  # the scorer's degraded mode, as when the store cannot be read: popular items only
-    degraded = scorer.answer([{"user_id": None, "k": n}])
+    degraded = scorer.answer([{"user_id": raw[0], "k": n}])
+    assert set(degraded["warnings"].explode()) == {online.STORE_DOWN}
     assert len(degraded) == n and not set(degraded["item_id"]) & blocked
