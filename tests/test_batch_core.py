@@ -148,6 +148,32 @@ def test_mmr_trades_relevance_for_diversity():
 
 
 
+def test_calibrated_reranking_by_hand():
+    """History mix p = a .5, b .5; candidates (relevance) 0: a (1.0), 1: a (0.9), 2: b (0.8), 3: b (0.1); two picks.
+    With lambda 0.5 the first pick is 0 (every single item has the same KL, 0.5 ln(.5/.995) + 0.5 ln(.5/.005));
+    then adding 1 gives 0.5 * 1.9 - 0.5 * that KL < 0, adding 2 gives q = p, KL 0: 0.5 * 1.8."""
+    from liverec import diversity
+
+    ptr, idx = np.array([0, 1, 2, 3, 4, 5, 6]), np.array([0, 0, 1, 1, 0, 1])  # items 0-3 the pool, 4-5 the history
+    cats, target = diversity.calibration_inputs([np.array([4, 5])], [np.array([0, 1, 2, 3])], 4, ptr, idx, 3)
+    assert target.tolist() == [[0.5, 0.5, 0.0]] and cats[0].tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]]
+    rel = np.array([1.0, 0.9, 0.8, 0.1])
+    kl_one = 0.5 * math.log(0.5 / 0.995) + 0.5 * math.log(0.5 / 0.005)
+    assert 0.5 * 1.9 - 0.5 * kl_one < 0.5 * 1.8
+    assert diversity.calibrated_order(rel, cats[0], target[0], 2, 0.5) == [0, 2]
+    assert diversity.calibrated_order(rel, cats[0], target[0], 2, 0.0) == [0, 1]  # by relevance alone
+    assert diversity.calibrated_order(rel, cats[0], np.zeros(3), 3, 0.5) == [0, 1, 2]  # no history category
+    # a category outside the history still counts in the list's mix (the last column): p = a 1; candidates 0: a (1.0),
+    # 1: c (0.95), 2: a (0.5). After 0, adding 1 makes q~_a = .99 * .5 + .01 (KL ln(1 / .505)), adding 2 keeps KL 0:
+    # 0.5 * 1.95 - 0.5 * ln(1 / .505) = 0.63 < 0.5 * 1.5
+    ptr, idx = np.array([0, 1, 2, 3, 4]), np.array([0, 2, 0, 0])
+    cats, target = diversity.calibration_inputs([np.array([3])], [np.array([0, 1, 2])], 3, ptr, idx, 3)
+    assert target.tolist() == [[1.0, 0.0]] and cats[0].tolist() == [[1, 0], [0, 1], [1, 0]]
+    assert diversity.calibrated_order(np.array([1.0, 0.95, 0.5]), cats[0], target[0], 2, 0.5) == [0, 2]
+    with pytest.raises(ValueError, match="calibration_lambda"):
+        diversity.calibrated_order(rel, cats[0], target[0], 2, 1.5)
+
+
 def test_exposure_and_calibration_by_hand(spark):
     """Three users' top 2 over a catalogue of five items (popularity 4, 3, 2, 1 distinct users; item 5 only shown).
     Exposure: item 1 is shown first twice (1 + 1), item 2 second then first (1/log2(3) + 1), items 3 and 5 second
@@ -176,6 +202,12 @@ def test_exposure_and_calibration_by_hand(spark):
     kl1 = 0.5 * math.log(0.5 / ((1 - a) * 0.75 + a * 0.5)) + 0.5 * math.log(0.5 / ((1 - a) * 0.25 + a * 0.5))
     kl2 = math.log(1.0 / ((1 - a) * 0.5 + a * 1.0))  # p b 1; q b .5 c .5
     assert metrics.calibration(lists, 2, history, cats) == pytest.approx((kl0 + kl1 + kl2) / 3)
+    # exposure per category (an item's exposure split over its categories): a = 1 + 1 + d/2 (items 1, 1, 3),
+    # b = d + d/2 + 1 (items 2, 3, 2), c = d (item 5); training pairs: a 1 + .5, b .5 + 1, c 1
+    e = np.array([2 + d / 2, 1 + 1.5 * d, d])
+    t = np.array([1.5, 1.5, 1.0])
+    assert metrics.category_exposure(lists, 2, history, cats) == pytest.approx(
+        0.5 * np.abs(e / e.sum() - t / t.sum()).sum())
 
 
 def test_content_policy_rules_resolve_over_the_catalogue_and_refuse_bad_files(spark, tmp_path):

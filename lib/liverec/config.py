@@ -95,6 +95,8 @@ class RecommendSettings:
     list_batch_users: int
     mmr_lambda: float
     mmr_pool: int
+    reranker: str
+    calibration_lambda: float
     baseline: str
 
 

@@ -1,10 +1,99 @@
-"""Diversity: maximal marginal relevance over each user's best candidates (``recommend.mmr_lambda``: 1 = by
-score alone, ``recommend.mmr_pool`` candidates considered), with the cosine of the items' vectors (text
-embeddings, ALS factors when there are none)."""
+"""Re-ranking each user's best candidates (``recommend.mmr_pool`` of them) into the top N, by the re-ranker
+``recommend.reranker`` names:
+
+- ``mmr``: maximal marginal relevance (``recommend.mmr_lambda``: 1 = by score alone), with the cosine of the items'
+  vectors (text embeddings, ALS factors when there are none);
+- ``calibrated``: calibrated recommendations (Steck, "Calibrated Recommendations", RecSys 2018): each pick
+  maximises ``(1 - lambda) * sum of the list's relevance - lambda * KL(p || q~)`` (``recommend.calibration_lambda``),
+  p the category mix of the user's history, q~ the list's mix smoothed towards p. The mix and the smoothing are
+  the ones the evaluation's calibration_kl measures (``category_mix``, CALIBRATION_ALPHA; liverec.metrics).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+RERANKERS = ("mmr", "calibrated")
+CALIBRATION_ALPHA = 0.01  # the list's category mix smoothed towards the user's, so the KL is finite (Steck 2018)
+
+
+def category_mix(rows: np.ndarray, ptr: np.ndarray, idx: np.ndarray, n_categories: int) -> np.ndarray:
+    """The category mix of a set of items (catalogue rows; the CSR ``ptr``/``idx`` of each item's categories): an
+    item with c categories adds 1 / c to each; normalised to sum 1 (all zeros when no item has a category)."""
+    mix = np.zeros(n_categories)
+    for r in np.asarray(rows, dtype=np.int64):
+        cats = idx[ptr[r]:ptr[r + 1]]
+        if len(cats):
+            np.add.at(mix, cats, 1.0 / len(cats))
+    total = mix.sum()
+    return mix / total if total > 0 else mix
+
+
+def calibration_inputs(histories: list[np.ndarray], pools: list[np.ndarray], size: int, ptr: np.ndarray,
+                       idx: np.ndarray, n_categories: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cats (B, size, G + 1), target (B, G + 1)) for ``calibrated_batch`` from each user's history and candidate
+    pool (catalogue rows; the categories' CSR ``ptr``/``idx``): only the G categories some user's history has get
+    a column of their own (the KL sums over those), the last column holds the weight of every other category (it
+    counts in the list's mix, not in the KL), so the arrays stay small for a large taxonomy."""
+    targets = [category_mix(h, ptr, idx, n_categories) for h in histories]
+    support = np.flatnonzero(np.any(targets, axis=0)) if targets else np.zeros(0, dtype=np.int64)
+    column = np.full(n_categories + 1, len(support), dtype=np.int64)
+    column[support] = np.arange(len(support))
+    target = np.zeros((len(histories), len(support) + 1))
+    cats = np.zeros((len(histories), size, len(support) + 1))
+    for j, (t, pool) in enumerate(zip(targets, pools, strict=True)):
+        target[j, :len(support)] = t[support]
+        for k, r in enumerate(np.asarray(pool, dtype=np.int64)):
+            c = idx[ptr[r]:ptr[r + 1]]
+            if len(c):
+                np.add.at(cats[j, k], column[c], 1.0 / len(c))
+    return cats, target
+
+
+def calibrated_batch(relevance: np.ndarray, cats: np.ndarray, target: np.ndarray, counts: np.ndarray, n: int,
+                     lam: float, alpha: float = CALIBRATION_ALPHA) -> np.ndarray:
+    """Calibrated re-ranking over a batch of lists at once: ``relevance`` (B, P) in [0, 1] (list b's rows are its
+    first ``counts[b]``), ``cats`` (B, P, G) each row's category weights (``item_mixes``), ``target`` (B, G) the
+    user's history mix p -> (B, min(n, P)) the rows picked, in pick order, -1 once a list has run out. Each step
+    takes, per list, the row maximising ``(1 - lam) * (relevance picked + its own) - lam * KL(p || q~)`` with q the
+    mix of the picked rows and it (weights summed, then normalised) and ``q~ = (1 - alpha) q + alpha p``; ties go
+    to the earlier row. A user whose history has no category (p all zero) gets the list by relevance."""
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"recommend.calibration_lambda must be between 0 and 1, got {lam}")
+    b, p = relevance.shape
+    steps = min(n, p)
+    picks = np.full((b, steps), -1, dtype=np.int64)
+    free = np.arange(p)[None, :] < np.asarray(counts)[:, None]
+    rows = np.arange(b)
+    acc = np.zeros(target.shape)  # the picked rows' category weights, summed
+    rel_sum = np.zeros(b)
+    tgt = target[:, None, :]
+    has = tgt > 0
+    log_p = np.log(np.where(has, tgt, 1.0))
+    for step in range(steps):
+        mix = acc[:, None, :] + cats  # (B, P, G): the list with each candidate added
+        total = mix.sum(axis=2, keepdims=True)
+        q = np.where(total > 0, mix / np.maximum(total, 1e-300), 0.0)
+        smooth = (1.0 - alpha) * q + alpha * tgt
+        kl = np.where(has, tgt * (log_p - np.log(np.where(has, smooth, 1.0))), 0.0).sum(axis=2)
+        value = (1.0 - lam) * (rel_sum[:, None] + relevance) - lam * kl
+        best = np.argmax(np.where(free, value, -np.inf), axis=1)
+        live = step < np.asarray(counts)
+        picks[live, step] = best[live]
+        free[rows[live], best[live]] = False
+        acc[live] += cats[rows[live], best[live]]
+        rel_sum[live] += relevance[rows[live], best[live]]
+    return picks
+
+
+def calibrated_order(relevance: np.ndarray, cats: np.ndarray, target: np.ndarray, n: int, lam: float) -> list[int]:
+    """Indices of ``n`` rows of one list picked by ``calibrated_batch``."""
+    m = len(relevance)
+    if min(n, m) == 0:
+        return []
+    picked = calibrated_batch(np.asarray(relevance, dtype=np.float64)[None, :], np.asarray(cats)[None],
+                              np.asarray(target, dtype=np.float64)[None, :], np.array([m]), n, lam)[0]
+    return [int(x) for x in picked if x >= 0]
 
 
 def mmr_batch(relevance: np.ndarray, sims: np.ndarray, counts: np.ndarray, n: int, lam: float) -> np.ndarray:

@@ -244,7 +244,8 @@ def run(spark: SparkSession, settings: Settings, events: DataFrame, split_names:
 
 METRIC_ORDER = ("ndcg", "precision", "recall", "map", "hit_rate", "coverage", "diversity", "novelty")
 # exposure and calibration (liverec.metrics): their own table and plot row
-EXPOSURE_ORDER = ("exposure_gini", "tail_exposure", "tail_interactions", "avg_popularity", "calibration_kl")
+EXPOSURE_ORDER = ("exposure_gini", "tail_exposure", "tail_interactions", "avg_popularity", "calibration_kl",
+                  "category_exposure_gap")
 
 
 def write_report(results: list[SplitResult], k: int, folder: Path, title: str) -> dict[str, Path]:
@@ -268,7 +269,9 @@ def write_report(results: list[SplitResult], k: int, folder: Path, title: str) -
             lines.append(f"| {model} | " + " | ".join(f"{m[x]:.4f}" for x in METRIC_ORDER) + " |")
         lines += ["", "Exposure and calibration (position-discounted exposure; the tail is the catalogue outside the "
                   "top 20% by training popularity, tail_interactions its share of the training interactions; "
-                  "calibration_kl: KL of each user's training category mix to their list's, lower is closer):", "",
+                  "calibration_kl: KL of each user's training category mix to their list's, lower is closer; "
+                  "category_exposure_gap: total variation distance between the categories' shares of exposure and "
+                  "of the training interactions):", "",
                   "| model | " + " | ".join(EXPOSURE_ORDER) + " |", "|---" * (len(EXPOSURE_ORDER) + 1) + "|"]
         for model, m in r.results.items():
             lines.append(f"| {model} | " + " | ".join(f"{m[x]:.4f}" if x in m else "-" for x in EXPOSURE_ORDER) + " |")

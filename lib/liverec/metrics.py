@@ -24,6 +24,10 @@ Exposure and calibration (``exposure``, ``calibration``):
   their list smoothed towards p, ``(1 - CALIBRATION_ALPHA) q + CALIBRATION_ALPHA p`` (Steck, "Calibrated
   Recommendations", 2018); an item with several categories counts 1 / their number to each. Natural logarithm;
   users whose items have no category are left out.
+- category_exposure_gap@K: how far exposure per category group is from the groups' share of the training
+  interactions: the total variation distance 1/2 sum_c |e_c - t_c|, e_c the category's share of all
+  position-discounted exposure, t_c its share of the training (user, item) pairs (an item with several categories
+  gives 1 / their number to each); 0 = every group is shown in proportion to how much it is used.
 
 The ranker's own measures, on pandas/numpy rows (training processes and the promotion gate have no Spark
 job to run): ``ndcg_at_k`` (grouped scores and labels, the training loop's validation NDCG) and
@@ -38,10 +42,11 @@ from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from liverec.diversity import CALIBRATION_ALPHA
+
 ACCURACY = {"precision": "precisionAtK", "recall": "recallAtK", "ndcg": "ndcgAtK",
             "map": "meanAveragePrecisionAtK"}
 HEAD_SHARE = 0.2  # the head: this share of the catalogue's items, the most popular in training; the rest is the tail
-CALIBRATION_ALPHA = 0.01  # the list's category mix smoothed towards the user's, so the KL is finite (Steck 2018)
 
 
 def accuracy(lists: DataFrame, k: int) -> dict[str, float]:
@@ -123,13 +128,31 @@ def exposure(lists: DataFrame, k: int, popularity: DataFrame, n_users: int) -> d
             "avg_popularity": float(avg_pop) if avg_pop is not None else 0.0}
 
 
-def calibration(lists: DataFrame, k: int, history: DataFrame, categories: DataFrame) -> float:
-    """calibration_kl (module doc): ``history`` (user, item_idx) the training items, ``categories`` (item_idx,
-    categories array<string>)."""
+def _category_weights(categories: DataFrame) -> DataFrame:
+    """(i, c, w): each item's categories, 1 / their number each (item_idx as double, as the lists hold it)."""
     cats = (categories.select(F.col("item_idx").cast("double").alias("i"), F.explode_outer("categories").alias("c"))
             .where(F.col("c").isNotNull()))
     share = cats.groupBy("i").agg(F.count("*").alias("n"))
-    cats = cats.join(share, "i").select("i", "c", (1.0 / F.col("n")).alias("w"))
+    return cats.join(share, "i").select("i", "c", (1.0 / F.col("n")).alias("w"))
+
+
+def category_exposure(lists: DataFrame, k: int, history: DataFrame, categories: DataFrame) -> float:
+    """category_exposure_gap (module doc): ``history`` (user, item_idx) the training pairs, ``categories`` (item_idx,
+    categories array<string>)."""
+    cats = _category_weights(categories)
+    shown = lists.select(F.posexplode(F.slice("prediction", 1, k)).alias("p", "i"))
+    got = (shown.join(cats, "i").groupBy("c").agg(F.sum(F.col("w") / F.log2(F.col("p") + 2.0)).alias("e"))
+           .join(history.select(F.col("item_idx").cast("double").alias("i")).join(cats, "i").groupBy("c")
+                 .agg(F.sum("w").alias("t")), "c", "full").fillna(0.0).toPandas())
+    if got.empty or got["e"].sum() <= 0 or got["t"].sum() <= 0:
+        return float("nan")
+    return float(0.5 * (got["e"] / got["e"].sum() - got["t"] / got["t"].sum()).abs().sum())
+
+
+def calibration(lists: DataFrame, k: int, history: DataFrame, categories: DataFrame) -> float:
+    """calibration_kl (module doc): ``history`` (user, item_idx) the training items, ``categories`` (item_idx,
+    categories array<string>)."""
+    cats = _category_weights(categories)
 
     def mix(rows: DataFrame, name: str) -> DataFrame:
         per = rows.join(cats, "i").groupBy("user", "c").agg(F.sum("w").alias("w"))
@@ -161,6 +184,7 @@ def all_metrics(lists: DataFrame, k: int, catalogue_size: int, item_vectors: Dat
     out.update(exposure(lists, k, popularity, n_users))
     if history is not None and categories is not None:
         out["calibration_kl"] = calibration(lists, k, history, categories)
+        out["category_exposure_gap"] = category_exposure(lists, k, history, categories)
     out["users"] = float(lists.count())
     lists.unpersist()
     return out

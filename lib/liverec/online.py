@@ -25,7 +25,8 @@ event_type, ts), ``viewing`` (the item on screen), ``k`` and ``exclude``. The sc
 4. computes the ranker's dense features the way ``liverec.features`` does, with the session added to
    the user's counts, category affinity and content vector, and scores with the champion ranker,
    the session (newest first) ahead of the known recent items as its recent-item sequence;
-5. re-ranks the ``recommend.mmr_pool`` best by maximal marginal relevance, keeps at least
+5. re-ranks the ``recommend.mmr_pool`` best by maximal marginal relevance (or, with ``recommend.reranker``
+   calibrated, by the category mix of the user's history and session), keeps at least
    ``online.session_slots`` of the places for neighbours of the viewed and session items (so the live
    session always shows, even for a user with a long history), and returns ``k`` rows with score, rank,
    reason and source.
@@ -255,7 +256,7 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         return picked, found
 
     def recommend(self, req: Request) -> list[dict[str, Any]]:
-        from liverec.diversity import mmr_order
+        from liverec.diversity import calibrated_order, calibration_inputs, mmr_order
 
         history, banned = self.seen(req)
         x = self.user_vector(req)
@@ -274,8 +275,15 @@ class OnlineScorer(RequestParsing, DenseFeatures):
         s = scores[pool]
         span = s.max() - s.min()
         rel = (s - s.min()) / span if span > 0 else np.ones(len(s))
-        picks = [int(pool[p]) for p in mmr_order(rel, self.div[[cands[i] for i in pool]], req.k,
-                                                   self.meta["mmr_lambda"])]
+        if self.meta.get("reranker", "mmr") == "calibrated":  # the user's history and session, as the batch's
+            known = np.r_[np.flatnonzero(history), [e.item for e in req.session]].astype(np.int64)
+            cats, target = calibration_inputs([known], [np.asarray(cands)[pool]], len(pool),
+                                              self.catalogue.category_ptr, self.catalogue.category_idx,
+                                              len(self.catalogue.categories))
+            order = calibrated_order(rel, cats[0], target[0], req.k, self.meta["calibration_lambda"])
+        else:
+            order = mmr_order(rel, self.div[[cands[i] for i in pool]], req.k, self.meta["mmr_lambda"])
+        picks = [int(pool[p]) for p in order]
         picks = self.session_slots(picks, cands, found, scores, req.k)
         picks, propensity = self.explore(req, picks, pool, scores, cands, dense, recent)
         out = []

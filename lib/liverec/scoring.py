@@ -9,9 +9,10 @@ Per active user:
 3. scores: the ``@champion`` version of the registered ranker (an MLflow pyfunc), shipped to the
    executors as a file and loaded once per Python worker, applied to one row per user (its candidates
    as arrays) in ``mapInArrow``, one list per model call.
-4. diversity, in the same pass: maximal marginal relevance over the best ``mmr_pool`` candidates
-   (``mmr_lambda`` 1 =
-   by score alone), with the cosine of the items' text embeddings (ALS factors when there are none).
+4. re-ranking, in the same pass (``liverec.diversity``, ``recommend.reranker``): maximal marginal relevance over
+   the best ``mmr_pool`` candidates (``mmr_lambda`` 1 = by score alone), with the cosine of the items' text
+   embeddings (ALS factors when there are none), or the calibrated re-ranker (the category mix of the user's
+   history, ``calibration_lambda``).
 5. the top N, each with a reason naming what led to it (a history item, a friend, a category) and
    the ranker's version.
 """
@@ -137,10 +138,17 @@ def ranked_lists(f: features.Features, users: DataFrame, neighbors: DataFrame | 
                                      dtype=np.float64))
         chosen, rel = diversity.pools(scores, size)
         counts = np.array([len(c) for c in chosen], dtype=np.int64)
-        vecs = np.zeros((len(users), size, unit.shape[1]), dtype=np.float32)
-        for j, (b, c) in enumerate(zip(users, chosen, strict=True)):
-            vecs[j, :len(c)] = unit[lists.item[lists.offsets[b] + c]]
-        picks = diversity.mmr_batch(rel, vecs @ vecs.transpose(0, 2, 1), counts, n, conf.mmr_lambda)
+        if conf.reranker == "calibrated":
+            cats, target = diversity.calibration_inputs(
+                [batch.seen[b] for b in users], [lists.item[lists.offsets[b] + c] for b, c in zip(users, chosen,
+                                                                                                   strict=True)],
+                size, items.category_ptr, items.category_idx, len(items.categories))
+            picks = diversity.calibrated_batch(rel, cats, target, counts, n, conf.calibration_lambda)
+        else:
+            vecs = np.zeros((len(users), size, unit.shape[1]), dtype=np.float32)
+            for j, (b, c) in enumerate(zip(users, chosen, strict=True)):
+                vecs[j, :len(c)] = unit[lists.item[lists.offsets[b] + c]]
+            picks = diversity.mmr_batch(rel, vecs @ vecs.transpose(0, 2, 1), counts, n, conf.mmr_lambda)
         row, rank, score = [], [], []
         for j, b in enumerate(users):
             picked = chosen[j][picks[j][picks[j] >= 0]]

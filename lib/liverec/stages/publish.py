@@ -44,9 +44,13 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
     spark, settings, progress, ds = ctx.spark, ctx.settings, ctx.progress, ctx.ds
     conf = settings.recommend
-    if conf.top_n <= 0 or conf.mmr_pool < 0 or not 0.0 <= conf.mmr_lambda <= 1.0:
-        raise InputError(f"recommend.top_n must be positive, mmr_pool >= 0 and mmr_lambda in [0, 1] "
-                         f"(got {conf.top_n}, {conf.mmr_pool}, {conf.mmr_lambda})")
+    from liverec.diversity import RERANKERS
+
+    if conf.top_n <= 0 or conf.mmr_pool < 0 or not 0.0 <= conf.mmr_lambda <= 1.0 \
+            or not 0.0 <= conf.calibration_lambda <= 1.0 or conf.reranker not in RERANKERS:
+        raise InputError(f"recommend.top_n must be positive, mmr_pool >= 0, mmr_lambda and calibration_lambda in "
+                         f"[0, 1] and reranker one of {', '.join(RERANKERS)} (got {conf.top_n}, {conf.mmr_pool}, "
+                         f"{conf.mmr_lambda}, {conf.calibration_lambda}, {conf.reranker!r})")
     if settings.ranker.score_threads < 0:
         raise InputError(f"ranker.score_threads must be >= 0 (0 = torch's default), got {settings.ranker.score_threads}")
     compiled.check_variant(settings.ranker.scoring_variant)
