@@ -57,7 +57,7 @@ def shilling_peak(valid, conf) -> float | None:
 
     from liverec import cleaning
 
-    return cleaning.shilling_windows(valid, conf)[1].agg(F.max("lift")).first()[0]
+    return cleaning.shilling_windows(valid, conf, bound=0.0)[1].agg(F.max("lift")).first()[0]
 
 
 def fmt(lift: float | None) -> str:
@@ -111,8 +111,9 @@ def main() -> int:
         print(rows[-1], flush=True)
         out.unpersist()
         bronze.unpersist()
+    command = " ".join(["python benchmarks/bot_rules.py", *sys.argv[1:]])
     payload = {"benchmark": "bot_rules", "date": dt.date.today().isoformat(), "machine": machine(),
-               "command": " ".join(["python benchmarks/bot_rules.py", *sys.argv[1:]]), "conf": {k: getattr(conf, k) for k in (
+               "command": command, "conf": {k: getattr(conf, k) for k in (
                    "bot_max_actions_per_minute", "bot_max_actions_per_day", "bot_max_actions_per_hour",
                    "bot_cadence_actions", "bot_cadence_max_cv", "bot_cadence_max_mean_gap_seconds",
                    "shilling_min_accounts", "shilling_min_lift", "shilling_window_seconds",
