@@ -178,8 +178,8 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=REPO / ".liverec" / "bench-shill")
     ap.add_argument("--clean-run", type=Path, help="an earlier clean pipeline run of this split (product_ml100k's "
                                                   "work folder, e.g. .liverec/bench-product/privacy-base-42)")
-    ap.add_argument("--runs", nargs="*", help="run only these pipelines now (names as in the table); the others "
-                                              "are scored from earlier runs when they exist")
+    ap.add_argument("--runs", nargs="*", help="run only these pipelines now (names as in the table; none: only "
+                                              "score); the others are scored from earlier runs when they exist")
     ap.add_argument("--reuse", action="store_true", help="score earlier runs instead of rerunning them")
     args = ap.parse_args()
 
