@@ -57,7 +57,7 @@ def shilling_peak(valid, conf) -> float | None:
 
     from liverec import cleaning
 
-    return cleaning.shilling_windows(valid, conf, bound=0.0)[1].agg(F.max("lift")).first()[0]
+    return cleaning.shilling_windows(valid, conf)[1].agg(F.max("lift")).first()[0]
 
 
 def fmt(lift: float | None) -> str:

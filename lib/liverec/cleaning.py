@@ -200,40 +200,30 @@ def bot_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
 _NO_SHILLS = "user_id string, shill_reason string, shill_detail string"
 
 
-def shilling_windows(valid: DataFrame, conf: CleanSettings, bound: float | None = None) -> tuple[DataFrame, DataFrame]:
-    """(fresh accounts' (user_id, item_id, win) pairs, and the (item_id, win) windows with at least
-    ``shilling_min_accounts`` of them: accounts, lift): what :func:`shilling_users` thresholds.
-
-    Only the windows whose lift counting every account (fresh or not) reaches ``bound`` (default
-    ``shilling_min_lift``: fresh accounts are a subset, so no window that could pass is left out) have their accounts'
-    spans looked up; on real data that is none or a handful, so the span join stays small."""
+def shilling_windows(valid: DataFrame, conf: CleanSettings) -> tuple[DataFrame, DataFrame]:
+    """(fresh (user_id, item_id, win) pairs, and the (item_id, win) windows with at least
+    ``shilling_min_accounts`` fresh accounts: accounts, lift): what :func:`shilling_users` thresholds."""
     w = int(conf.shilling_window_seconds)
-    bound = conf.shilling_min_lift if bound is None else bound
-    least = max(int(conf.shilling_min_accounts), 1)
     secs = F.col("_ts").cast("long")
-    pairs = valid.select("user_id", "item_id", F.explode(F.array(
-        F.floor(secs / w), F.floor((secs + w // 2) / w) + F.lit(10**12))).alias("win")).distinct()
-    total = valid.agg(F.countDistinct("user_id").alias("n_users"))  # one row, joined below (no extra job here)
+    touches = (valid.select("user_id", "item_id", secs.alias("t"))
+               .select("user_id", "item_id", F.explode(F.array(
+                   F.floor(F.col("t") / w), F.floor((F.col("t") + w // 2) / w) + F.lit(10**12))).alias("win")))
+    users = valid.groupBy("user_id").agg(((F.max(secs) - F.min(secs)) <= conf.shilling_max_account_span_seconds)
+                                         .alias("fresh"))
+    total = users.agg(F.count("*").alias("n_users"))  # one row, joined below (no extra job here)
     item_users = valid.groupBy("item_id").agg(F.countDistinct("user_id").alias("n_item"))
-    window_users = pairs.groupBy("win").agg(F.countDistinct("user_id").alias("n_window"))
+    window_users = touches.groupBy("win").agg(F.countDistinct("user_id").alias("n_window"))
+    pairs = touches.distinct()
+    in_window = pairs.groupBy("item_id", "win").agg(F.count("*").alias("n_item_window"))
+    fresh_pairs = pairs.join(users.where("fresh"), "user_id", "left_semi")
     expected = ((F.col("n_item") - F.col("n_item_window") + 1) * F.col("n_window")
                 / F.greatest(F.col("n_users") - F.col("n_window"), F.lit(1)))
-    crowds = (pairs.groupBy("item_id", "win").agg(F.count("*").alias("n_item_window"))
-              .where(F.col("n_item_window") >= least)
-              .join(item_users, "item_id").join(window_users, "win").crossJoin(F.broadcast(total))
-              .withColumn("expected", expected)
-              .where(F.col("n_item_window") / F.col("expected") >= bound)
-              .select("item_id", "win", "expected"))
-    members = pairs.join(crowds, ["item_id", "win"])
-    fresh = (valid.join(members.select("user_id").distinct(), "user_id", "left_semi").groupBy("user_id")
-             .agg((F.max(secs) - F.min(secs)).alias("span"))
-             .where(F.col("span") <= conf.shilling_max_account_span_seconds).select("user_id"))
-    fresh_pairs = members.join(fresh, "user_id", "left_semi")
-    windows = (fresh_pairs.groupBy("item_id", "win").agg(F.count("*").alias("accounts"), F.first("expected")
-                                                          .alias("expected"))
-               .where(F.col("accounts") >= least)
-               .select("item_id", "win", "accounts", (F.col("accounts") / F.col("expected")).alias("lift")))
-    return fresh_pairs.select("user_id", "item_id", "win"), windows
+    windows = (fresh_pairs.groupBy("item_id", "win").agg(F.count("*").alias("accounts"))
+               .where(F.col("accounts") >= max(int(conf.shilling_min_accounts), 1))
+               .join(in_window, ["item_id", "win"]).join(item_users, "item_id").join(window_users, "win")
+               .crossJoin(F.broadcast(total))
+               .select("item_id", "win", "accounts", (F.col("accounts") / expected).alias("lift")))
+    return fresh_pairs, windows
 
 
 def shilling_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
