@@ -240,3 +240,74 @@ def test_bots_that_pace_themselves_are_quarantined_by_the_hour_and_cadence_rules
     assert details["bot20"].startswith("peak ") and details["bot20"].endswith(" actions/hour")
     assert int(details["bot20"].split()[1]) >= 900  # at least 45 minutes of 20 a minute in one of the two grids
     assert details["slow-bot"].startswith("50 actions 7.") and "coefficient of variation 0.0" in details["slow-bot"]
+
+
+def test_a_campaign_of_fresh_accounts_pushing_one_item_is_quarantined_as_shilling(spark, conf, settings_factory):
+    """A generated log over 30 days: 8 fake accounts, each rating 30 items (the target and 29 random fillers) at a
+    person's pace (exponential gaps of 40 s), all starting within one hour; 60 regular users (30 items each, over
+    the 30 days) and 60 fresh ones (30 items in one sitting at a random time), the target rated by 2 of them. Every
+    campaign row is quarantined as shilling, every ordinary row kept. The margins, counted here with numpy on the
+    two 3-hour grids: the campaign's 8 fresh accounts on the target in one window (min 5) at a lift (over what the
+    target's other users predict) above 15 (min 10); no ordinary user shares an item-window with 5 fresh accounts.
+    With the rule off (clean.shilling_min_accounts=0) every row is kept."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    day, days = 86400, 30
+    t0 = 1710000000 - days * day
+    catalogue = np.array([f"i{k}" for k in range(400)])
+    popularity = 1.0 / np.arange(1, 401)
+    popularity /= popularity.sum()
+    rows: list[dict] = []
+
+    def add(user: str, items, times) -> None:
+        rows.extend(ok(user_id=user, item_id=str(i), event_type="rating", value=str(int(rng.integers(1, 6))),
+                       ts=str(int(t))) for i, t in zip(items, times, strict=True))
+
+    for u in range(60):
+        add(f"regular{u}", rng.choice(catalogue, 30, replace=False, p=popularity),
+            np.sort(t0 + rng.uniform(0, days * day, 30)))
+    for u in range(60):
+        items = rng.choice(catalogue, 30, replace=False, p=popularity).astype(object)
+        if u < 2:
+            items[0] = "target"
+        add(f"fresh{u}", items, t0 + rng.uniform(0, days * day - 3600) + np.cumsum(rng.exponential(60.0, 30)))
+    campaign_start = t0 + days * day + 600  # 1710000600: 70 minutes into a window of the first grid
+    for u in range(8):
+        items = np.r_[["target"], rng.choice(catalogue, 29, replace=False)]
+        rng.shuffle(items)
+        add(f"fake{u}", items, campaign_start + rng.uniform(0, 3600) + np.cumsum(rng.exponential(40.0, 30)))
+
+    # the margins, by hand: distinct fresh accounts per (item, window), and the campaign's lift
+    users = np.array([r["user_id"] for r in rows])
+    items = np.array([r["item_id"] for r in rows])
+    ts = np.array([int(r["ts"]) for r in rows])
+    names = np.unique(users)
+    span = {u: ts[users == u].max() - ts[users == u].min() for u in names}
+    assert all(span[u] > day for u in names if u.startswith("regular"))
+    assert all(span[u] < day for u in names if not u.startswith("regular"))
+    for shift in (0, 5400):
+        window = (ts + shift) // 10800
+        crowd: dict = {}
+        for i, w, u in {(i, w, u) for i, w, u in zip(items, window, users, strict=True) if span[u] <= day}:
+            crowd.setdefault((i, w), set()).add(u)
+        assert all(all(u.startswith("fake") for u in who) for who in crowd.values() if len(who) >= 5)
+    window = ts // 10800
+    fake_target = (items == "target") & np.char.startswith(users, "fake")
+    (w,) = set(window[fake_target])  # the whole campaign in one window of the first grid
+    active = len(set(users[window == w]))
+    outside = len(set(users[(items == "target") & (window != w)]))
+    assert outside == 2
+    lift = 8 / ((outside + 1) * active / (len(names) - active))
+    assert lift > 15, (lift, active)
+
+    got = classify(spark, conf, rows)
+    for i, r in enumerate(rows):
+        want = ("quarantine", "shilling") if r["user_id"].startswith("fake") else ("ok", None)
+        assert got[i] == want, (r, got[i])
+    assert sum(1 for v in got.values() if v == ("quarantine", "shilling")) == 240
+    out = cleaning.classify(bronze(spark, rows), conf, DS, None)
+    assert {r["_detail"].split(" within")[0] for r in out.where(F.col("_reason") == "shilling").collect()} == {
+        "one of 8 fresh accounts on item target"}
+    off = classify(spark, settings_factory("clean.shilling_min_accounts=0"), rows)
+    assert set(off.values()) == {("ok", None)}

@@ -8,8 +8,9 @@ malformed, missing_user_id, missing_item_id, the source's own reason (e.g. non_p
 missing_event_type, missing_ts, bad_ts, ts_too_old, future_ts, unknown_event_type,
 non_numeric_value, non_numeric_price, value_out_of_range, then the bot rules over the valid rows (bot_user: a
 minute or a day at an inhuman rate; bot_sustained_rate: an hour at a rate no real user of the reference data
-reaches; bot_cadence: a long run of actions at near-constant intervals), then duplicates (by event_id, else by a
-hash of the row's content, within the run and against the other dates already in silver.events).
+reaches; bot_cadence: a long run of actions at near-constant intervals), then shilling (a campaign: fresh accounts
+that crowd onto one item within a few hours, far beyond what the item's share of users predicts), then duplicates (by
+event_id, else by a hash of the row's content, within the run and against the other dates already in silver.events).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ STATUS_DUPLICATE = "duplicate"
 REASONS = (
     "malformed", "missing_user_id", "missing_item_id", "missing_event_type", "missing_ts", "bad_ts",
     "ts_too_old", "future_ts", "unknown_event_type", "non_numeric_value", "non_numeric_price",
-    "value_out_of_range", "bot_user", "bot_sustained_rate", "bot_cadence",
+    "value_out_of_range", "bot_user", "bot_sustained_rate", "bot_cadence", "shilling",
 )
 
 
@@ -196,6 +197,66 @@ def bot_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
                                    "cv_mean_gap", "cv")).alias("bot_detail")))
 
 
+_NO_SHILLS = "user_id string, shill_reason string, shill_detail string"
+
+
+def shilling_windows(valid: DataFrame, conf: CleanSettings) -> tuple[DataFrame, DataFrame]:
+    """(fresh (user_id, item_id, win) pairs, and the (item_id, win) windows with at least
+    ``shilling_min_accounts`` fresh accounts: accounts, lift): what :func:`shilling_users` thresholds."""
+    w = int(conf.shilling_window_seconds)
+    secs = F.col("_ts").cast("long")
+    touches = (valid.select("user_id", "item_id", secs.alias("t"))
+               .select("user_id", "item_id", F.explode(F.array(
+                   F.floor(F.col("t") / w), F.floor((F.col("t") + w // 2) / w) + F.lit(10**12))).alias("win")))
+    users = valid.groupBy("user_id").agg(((F.max(secs) - F.min(secs)) <= conf.shilling_max_account_span_seconds)
+                                         .alias("fresh"))
+    total = users.agg(F.count("*").alias("n_users"))  # one row, joined below (no extra job here)
+    item_users = valid.groupBy("item_id").agg(F.countDistinct("user_id").alias("n_item"))
+    window_users = touches.groupBy("win").agg(F.countDistinct("user_id").alias("n_window"))
+    pairs = touches.distinct()
+    in_window = pairs.groupBy("item_id", "win").agg(F.count("*").alias("n_item_window"))
+    fresh_pairs = pairs.join(users.where("fresh"), "user_id", "left_semi")
+    expected = ((F.col("n_item") - F.col("n_item_window") + 1) * F.col("n_window")
+                / F.greatest(F.col("n_users") - F.col("n_window"), F.lit(1)))
+    windows = (fresh_pairs.groupBy("item_id", "win").agg(F.count("*").alias("accounts"))
+               .where(F.col("accounts") >= max(int(conf.shilling_min_accounts), 1))
+               .join(in_window, ["item_id", "win"]).join(item_users, "item_id").join(window_users, "win")
+               .crossJoin(F.broadcast(total))
+               .select("item_id", "win", "accounts", (F.col("accounts") / expected).alias("lift")))
+    return fresh_pairs, windows
+
+
+def shilling_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
+    """Accounts of a campaign that pushes (or nukes) one item: returns (user_id, shill_reason, shill_detail).
+
+    Within a window of ``shilling_window_seconds`` (two grids, the second shifted by half a window, so a campaign
+    shorter than half a window lies whole in one of them), the *fresh* accounts (every row of theirs in these rows
+    within ``shilling_max_account_span_seconds``) that touch an item are counted. The window is a campaign on the
+    item when they are at least ``shilling_min_accounts`` and at least ``shilling_min_lift`` times what the item's
+    users outside the window predict for it: ``(n_out + 1) * U_w / max(U - U_w, 1)`` (n_out: the item's users not
+    in the window, U_w: users active in the window, U: all users in these rows; the + 1 keeps an item seen nowhere
+    else from an expectation of zero). Its fresh accounts are flagged. ``shilling_min_accounts`` <= 0 switches the
+    rule off.
+
+    It sees only the rows it is given (one ds of bronze in the clean job, one micro-batch in the stream): an account
+    with visible activity older than the span, or a campaign slower than ``shilling_min_accounts`` per window, is not
+    caught; in a daily batch every account's rows span at most a day, so there every account is fresh (the span
+    condition only spares long-standing users in a batch that covers days); a campaign on an item new that day looks
+    like its launch; when every row shares one timestamp (FilmTrust) a window holds every user and the lift is below
+    1. Cost: group-bys over (user, item, window) and (item, window), no user x user comparison.
+    """
+    if conf.shilling_min_accounts <= 0 or conf.shilling_window_seconds <= 0:
+        return valid.sparkSession.createDataFrame([], _NO_SHILLS)
+    fresh_pairs, windows = shilling_windows(valid, conf)
+    campaigns = windows.where(F.col("lift") >= conf.shilling_min_lift)
+    hours = conf.shilling_window_seconds / 3600
+    return (fresh_pairs.join(campaigns, ["item_id", "win"])
+            .groupBy("user_id").agg(F.max_by(F.struct("item_id", "accounts", "lift"), "lift").alias("c"))
+            .select("user_id", F.lit("shilling").alias("shill_reason"), F.format_string(
+                f"one of %d fresh accounts on item %s within {hours:g} h, %.1fx what its other users predict",
+                "c.accounts", "c.item_id", "c.lift").alias("shill_detail")))
+
+
 def content_event_id(source: Column | str = "source") -> Column:
     """A stable id for a row without one: SHA-256 over its content (so exact repeats collide)."""
     fields = [F.coalesce(F.col(c), F.lit("\u2400")) for c in
@@ -227,6 +288,12 @@ def classify(bronze: DataFrame, settings: Settings, ds: str, other_event_ids: Da
     df = (df.withColumn("_detail", F.when(is_bot, F.col("bot_detail")).otherwise(F.col("_detail")))
           .withColumn("_reason", F.when(is_bot, F.col("bot_reason")).otherwise(F.col("_reason")))
           .drop("bot_detail", "bot_reason"))
+    shills = shilling_users(valid, conf)
+    df = df.join(F.broadcast(shills), on="user_id", how="left")
+    is_shill = F.col("_reason").isNull() & F.col("shill_detail").isNotNull()
+    df = (df.withColumn("_detail", F.when(is_shill, F.col("shill_detail")).otherwise(F.col("_detail")))
+          .withColumn("_reason", F.when(is_shill, F.col("shill_reason")).otherwise(F.col("_reason")))
+          .drop("shill_detail", "shill_reason"))
 
     # duplicates among the rows still valid: the first by row_id (then source) is kept. An aggregate over two
     # columns finds the event ids that repeat, and only those rows meet them again (a window over whole rows would

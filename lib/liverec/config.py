@@ -63,6 +63,10 @@ class CleanSettings:
     bot_cadence_actions: int
     bot_cadence_max_cv: float
     bot_cadence_max_mean_gap_seconds: float
+    shilling_min_accounts: int
+    shilling_min_lift: float
+    shilling_window_seconds: int
+    shilling_max_account_span_seconds: int
     max_abs_value: float
     value_limits: dict[str, float]
     event_weights: dict[str, float]
