@@ -18,8 +18,8 @@ gold.recommendations scored against the held-out part. Fake users go into the tr
 
 Per run: the target's hit rate (share of the real users with a held-out part whose published top 10 holds the
 target), the published nDCG@10, and who the cleaning job quarantined (silver.quarantine). "No defence" runs with
-``--set clean.shilling_min_accounts=0`` (the rule's off switch); "defence" with the default conf. Before the
-pipelines, ``liverec.cleaning.classify`` (default conf) runs on the clean training part and on every attacked one,
+``--set clean.shilling_enabled=false``; "defence" with ``--set clean.shilling_enabled=true`` (off by default). Before the
+pipelines, ``liverec.cleaning.classify`` (the rule on) runs on the clean training part and on every attacked one,
 which gives the rule's false positives on the clean data. The clean row reuses an earlier clean pipeline run of the
 same split (``--clean-run``) when the rule flags no user of the clean training part (its pipeline input is then
 what the defence leaves) and its u.data is this split's; otherwise it runs here.
@@ -41,7 +41,7 @@ import numpy as np
 from _measure import isolated_args, machine, run_measured, write_results
 from product_ml100k import DS, OVERLAY, REPO, STAGES, K, load, ndcg_precision, read_table, split
 
-OFF = "clean.shilling_min_accounts=0"
+OFF, ON = "clean.shilling_enabled=false", "clean.shilling_enabled=true"
 SPAN_S, START_AFTER_S, GAP_S, POPULAR = 7200, 3600, 30.0, 101
 
 
@@ -72,7 +72,7 @@ def fake_profiles(train: np.ndarray, target: int, n_fake: int, kind: str, seed: 
 
 
 def classify_flags(data: Path, parts: dict[str, np.ndarray], first_fake: int, work: Path) -> dict[str, dict]:
-    """Per training part: users the cleaning job (default conf) quarantines, by reason, real and fake apart."""
+    """Per training part: users the cleaning job (the rule on) quarantines, by reason, real and fake apart."""
     from pyspark.sql import functions as F
 
     from liverec import cleaning, ingest, readers
@@ -80,7 +80,7 @@ def classify_flags(data: Path, parts: dict[str, np.ndarray], first_fake: int, wo
     from liverec.session import build_spark
 
     settings = load_settings(overrides=[f"lakehouse_root={work / 'lakehouse'}", f"scratch_dir={work / 'scratch'}",
-                                        "spark.shuffle_partitions=4", "demo_mode=true"])
+                                        "spark.shuffle_partitions=4", "demo_mode=true", ON])
     spark = build_spark(settings, "shilling_ml100k")
     out = {}
     for name, rows in parts.items():
@@ -215,7 +215,7 @@ def main() -> int:
     for (kind, size), f in fakes.items():
         for defence in (False, True):
             name = f"{kind} {size:.0%} {'defence' if defence else 'no defence'}"
-            variants.append((name, np.vstack([train, f]), [] if defence else [OFF], None))
+            variants.append((name, np.vstack([train, f]), [ON] if defence else [OFF], None))
     n_max = max(len(np.unique(f[:, 0])) for f in fakes.values())
     users = np.r_[np.unique(rows[:, 0]), np.arange(first_fake, first_fake + n_max)]
     results = []
@@ -265,7 +265,8 @@ def report(p: dict) -> list[str]:
              "Hit rate: share of the real users with a held-out part whose published top 10 holds the target. "
              f"Defence: the cleaning job's `shilling` rule (min accounts {c['shilling_min_accounts']}, min lift "
              f"{c['shilling_min_lift']:g}, window {c['shilling_window_seconds']} s on two grids, fresh = span <= "
-             f"{c['shilling_max_account_span_seconds']} s); no defence: `--set {p['off_switch']}`.", "",
+             f"{c['shilling_max_account_span_seconds']} s); no defence: `--set {p['off_switch']}`, defence: "
+             f"`--set {ON}` (the rule is off by default: conf/base.yaml says why).", "",
              "| run | fake accounts | target hit rate (published top 10) | lift vs clean | lift cut by the defence | "
              "ALS top 50 / top 200 share, median rank | ALS top-50 lift cut by the defence | published nDCG@10 | "
              "quarantined as shilling: fake / real users | pipeline s |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -301,7 +302,7 @@ def report(p: dict) -> list[str]:
         f"clean run's (clean and the defence runs): {min(same):.4f} to {max(same):.4f}, the pipeline's run-to-run "
         "spread on one input (the ranker's training is not bit-reproducible); of the runs without the defence: "
         f"{min(attacked):.4f} to {max(attacked):.4f}."]
-    lines += ["", f"False positives on the clean training part (classify, default conf): {fp} of "
+    lines += ["", f"False positives on the clean training part (classify, the rule on): {fp} of "
               f"{p['real_users']} real users ({fp / p['real_users']:.2%}). Users each training part's classify "
               "quarantines, by reason (real / fake):", ""]
     for name, v in p["classify"].items():

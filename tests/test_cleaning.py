@@ -249,9 +249,10 @@ def test_a_campaign_of_fresh_accounts_pushing_one_item_is_quarantined_as_shillin
     campaign row is quarantined as shilling, every ordinary row kept. The margins, counted here with numpy on the
     two 3-hour grids: the campaign's 8 fresh accounts on the target in one window (min 5) at a lift (over what the
     target's other users predict) above 15 (min 10); no ordinary user shares an item-window with 5 fresh accounts.
-    With the rule off (clean.shilling_min_accounts=0) every row is kept."""
+    With the rule off (the default, clean.shilling_enabled false) every row is kept."""
     import numpy as np
 
+    default, conf = conf, settings_factory("clean.shilling_enabled=true")
     rng = np.random.default_rng(11)
     day, days = 86400, 30
     t0 = 1710000000 - days * day
@@ -309,5 +310,5 @@ def test_a_campaign_of_fresh_accounts_pushing_one_item_is_quarantined_as_shillin
     out = cleaning.classify(bronze(spark, rows), conf, DS, None)
     assert {r["_detail"].split(" within")[0] for r in out.where(F.col("_reason") == "shilling").collect()} == {
         "one of 8 fresh accounts on item target"}
-    off = classify(spark, settings_factory("clean.shilling_min_accounts=0"), rows)
+    off = classify(spark, default, rows)
     assert set(off.values()) == {("ok", None)}

@@ -245,7 +245,7 @@ def shilling_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
     like its launch; when every row shares one timestamp (FilmTrust) a window holds every user and the lift is below
     1. Cost: group-bys over (user, item, window) and (item, window), no user x user comparison.
     """
-    if conf.shilling_min_accounts <= 0 or conf.shilling_window_seconds <= 0:
+    if not conf.shilling_enabled or conf.shilling_min_accounts <= 0 or conf.shilling_window_seconds <= 0:
         return valid.sparkSession.createDataFrame([], _NO_SHILLS)
     fresh_pairs, windows = shilling_windows(valid, conf)
     campaigns = windows.where(F.col("lift") >= conf.shilling_min_lift)

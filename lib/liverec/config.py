@@ -63,6 +63,7 @@ class CleanSettings:
     bot_cadence_actions: int
     bot_cadence_max_cv: float
     bot_cadence_max_mean_gap_seconds: float
+    shilling_enabled: bool
     shilling_min_accounts: int
     shilling_min_lift: float
     shilling_window_seconds: int
