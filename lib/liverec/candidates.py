@@ -356,16 +356,16 @@ def check(conf: RecommendSettings) -> None:
 
 def per_user(f: Features, users: DataFrame, neighbors: DataFrame | None, settings: Settings,
              emit: Callable[[Batch, Lists, np.ndarray, ItemArrays, Any], pa.RecordBatch], schema: str,
-             setup: Callable[[ItemArrays], Any] | None = None, exclude: list[str] | None = None) -> DataFrame:
+             setup: Callable[[ItemArrays], Any] | None = None, blocked: Any = None) -> DataFrame:
     """The candidate lists of ``users`` and their dense features, per batch of ``recommend.list_batch_users``
     users inside Spark's Arrow batches: ``emit(batch, lists, dense, items, state)`` turns each into the output
     rows (``schema``); ``setup(items)``, once per Python worker task, gives ``state`` (a loaded model, say).
-    ``exclude``: item ids no list may hold (the content policy's, ``liverec.policy``)."""
+    ``blocked``: the content policy's ``liverec.policy.Blocked``, items no list may hold (None: none)."""
     conf = settings.recommend
     check(conf)
     items = features.item_arrays(f, neighbors, conf)
-    blocked = np.isin(items.ids, np.asarray(exclude, dtype=object)) if exclude else None
-    shared = users.sparkSession.sparkContext.broadcast((items, blocked))
+    banned = blocked.mask(items.ids) if blocked is not None and len(blocked) else None
+    shared = users.sparkSession.sparkContext.broadcast((items, banned))
     size = max(conf.list_batch_users, 1)
 
     def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -200,6 +200,11 @@ def bot_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
 _NO_SHILLS = "user_id string, shill_reason string, shill_detail string"
 
 
+def shilling_on(conf: CleanSettings) -> bool:
+    """Whether the shilling rule runs: ``clean.shilling_enabled`` with a positive account minimum and window."""
+    return bool(conf.shilling_enabled) and conf.shilling_min_accounts > 0 and conf.shilling_window_seconds > 0
+
+
 def shilling_windows(valid: DataFrame, conf: CleanSettings) -> tuple[DataFrame, DataFrame]:
     """(fresh (user_id, item_id, win) pairs, and the (item_id, win) windows with at least
     ``shilling_min_accounts`` fresh accounts: accounts, lift): what :func:`shilling_users` thresholds."""
@@ -235,8 +240,8 @@ def shilling_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
     item when they are at least ``shilling_min_accounts`` and at least ``shilling_min_lift`` times what the item's
     users outside the window predict for it: ``(n_out + 1) * U_w / max(U - U_w, 1)`` (n_out: the item's users not
     in the window, U_w: users active in the window, U: all users in these rows; the + 1 keeps an item seen nowhere
-    else from an expectation of zero). Its fresh accounts are flagged. ``shilling_min_accounts`` <= 0 switches the
-    rule off.
+    else from an expectation of zero). Its fresh accounts are flagged. The rule runs only when :func:`shilling_on`
+    (``clean.shilling_enabled``, off by default: conf/base.yaml says why); otherwise no user is returned.
 
     It sees only the rows it is given (one ds of bronze in the clean job, one micro-batch in the stream): an account
     with visible activity older than the span, or a campaign slower than ``shilling_min_accounts`` per window, is not
@@ -245,7 +250,7 @@ def shilling_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
     like its launch; when every row shares one timestamp (FilmTrust) a window holds every user and the lift is below
     1. Cost: group-bys over (user, item, window) and (item, window), no user x user comparison.
     """
-    if not conf.shilling_enabled or conf.shilling_min_accounts <= 0 or conf.shilling_window_seconds <= 0:
+    if not shilling_on(conf):
         return valid.sparkSession.createDataFrame([], _NO_SHILLS)
     fresh_pairs, windows = shilling_windows(valid, conf)
     campaigns = windows.where(F.col("lift") >= conf.shilling_min_lift)
@@ -255,6 +260,16 @@ def shilling_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
             .select("user_id", F.lit("shilling").alias("shill_reason"), F.format_string(
                 f"one of %d fresh accounts on item %s within {hours:g} h, %.1fx what its other users predict",
                 "c.accounts", "c.item_id", "c.lift").alias("shill_detail")))
+
+
+def _flag_users(df: DataFrame, flagged: DataFrame, reason: str, detail: str) -> DataFrame:
+    """The rows of the users in ``flagged`` (one row per user: user_id, ``reason``, ``detail``) that no earlier check
+    rejected take its reason and detail. A left join keyed on a non-null user id: a row never multiplies."""
+    df = df.join(F.broadcast(flagged), on="user_id", how="left")
+    hit = F.col("_reason").isNull() & F.col(detail).isNotNull()
+    return (df.withColumn("_detail", F.when(hit, F.col(detail)).otherwise(F.col("_detail")))
+            .withColumn("_reason", F.when(hit, F.col(reason)).otherwise(F.col("_reason")))
+            .drop(detail, reason))
 
 
 def content_event_id(source: Column | str = "source") -> Column:
@@ -281,19 +296,9 @@ def classify(bronze: DataFrame, settings: Settings, ds: str, other_event_ids: Da
         "_detail", F.when(F.col("_reason") == "future_ts", F.col("ts").cast("string")))
 
     valid = df.where(F.col("_reason").isNull())
-    bots = bot_users(valid, conf)
-    # left join keyed on a non-null user id: a row never multiplies (bots is one row per user)
-    df = df.join(F.broadcast(bots), on="user_id", how="left")
-    is_bot = F.col("_reason").isNull() & F.col("bot_detail").isNotNull()
-    df = (df.withColumn("_detail", F.when(is_bot, F.col("bot_detail")).otherwise(F.col("_detail")))
-          .withColumn("_reason", F.when(is_bot, F.col("bot_reason")).otherwise(F.col("_reason")))
-          .drop("bot_detail", "bot_reason"))
-    shills = shilling_users(valid, conf)
-    df = df.join(F.broadcast(shills), on="user_id", how="left")
-    is_shill = F.col("_reason").isNull() & F.col("shill_detail").isNotNull()
-    df = (df.withColumn("_detail", F.when(is_shill, F.col("shill_detail")).otherwise(F.col("_detail")))
-          .withColumn("_reason", F.when(is_shill, F.col("shill_reason")).otherwise(F.col("_reason")))
-          .drop("shill_detail", "shill_reason"))
+    df = _flag_users(df, bot_users(valid, conf), "bot_reason", "bot_detail")
+    if shilling_on(conf):  # off: no job, no join
+        df = _flag_users(df, shilling_users(valid, conf), "shill_reason", "shill_detail")
 
     # duplicates among the rows still valid: the first by row_id (then source) is kept. An aggregate over two
     # columns finds the event ids that repeat, and only those rows meet them again (a window over whole rows would

@@ -17,14 +17,21 @@ RERANKERS = ("mmr", "calibrated")
 CALIBRATION_ALPHA = 0.01  # the list's category mix smoothed towards the user's, so the KL is finite (Steck 2018)
 
 
+def _category_weights(rows: np.ndarray, ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(owner, category, weight): every category of every row (catalogue rows; the CSR ``ptr``/``idx`` of each
+    item's categories), ``owner`` the position in ``rows``, ``weight`` 1 / that item's number of categories."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n = (ptr[rows + 1] - ptr[rows]).astype(np.int64)
+    owner = np.repeat(np.arange(len(rows)), n)
+    within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    return owner, idx[np.repeat(ptr[rows], n) + within].astype(np.int64), 1.0 / np.repeat(np.maximum(n, 1), n)
+
+
 def category_mix(rows: np.ndarray, ptr: np.ndarray, idx: np.ndarray, n_categories: int) -> np.ndarray:
     """The category mix of a set of items (catalogue rows; the CSR ``ptr``/``idx`` of each item's categories): an
     item with c categories adds 1 / c to each; normalised to sum 1 (all zeros when no item has a category)."""
-    mix = np.zeros(n_categories)
-    for r in np.asarray(rows, dtype=np.int64):
-        cats = idx[ptr[r]:ptr[r + 1]]
-        if len(cats):
-            np.add.at(mix, cats, 1.0 / len(cats))
+    _, cats, w = _category_weights(rows, ptr, idx)
+    mix = np.bincount(cats, weights=w, minlength=n_categories).astype(np.float64)
     total = mix.sum()
     return mix / total if total > 0 else mix
 
@@ -34,19 +41,28 @@ def calibration_inputs(histories: list[np.ndarray], pools: list[np.ndarray], siz
     """(cats (B, size, G + 1), target (B, G + 1)) for ``calibrated_batch`` from each user's history and candidate
     pool (catalogue rows; the categories' CSR ``ptr``/``idx``): only the G categories some user's history has get
     a column of their own (the KL sums over those), the last column holds the weight of every other category (it
-    counts in the list's mix, not in the KL), so the arrays stay small for a large taxonomy."""
-    targets = [category_mix(h, ptr, idx, n_categories) for h in histories]
-    support = np.flatnonzero(np.any(targets, axis=0)) if targets else np.zeros(0, dtype=np.int64)
-    column = np.full(n_categories + 1, len(support), dtype=np.int64)
+    counts in the list's mix, not in the KL), so the arrays stay small for a large taxonomy. The whole batch in a
+    few array operations (no loop over users or items)."""
+    b = len(histories)
+    hist_user = np.repeat(np.arange(b), [len(h) for h in histories])
+    flat = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if b else np.zeros(0, np.int64)
+    owner, c, w = _category_weights(flat, ptr, idx)
+    mixes = np.zeros((b, n_categories))
+    np.add.at(mixes, (hist_user[owner], c), w)
+    totals = mixes.sum(axis=1, keepdims=True)
+    mixes = np.divide(mixes, totals, out=np.zeros_like(mixes), where=totals > 0)
+    support = np.flatnonzero(mixes.any(axis=0))
+    column = np.full(n_categories, len(support), dtype=np.int64)
     column[support] = np.arange(len(support))
-    target = np.zeros((len(histories), len(support) + 1))
-    cats = np.zeros((len(histories), size, len(support) + 1))
-    for j, (t, pool) in enumerate(zip(targets, pools, strict=True)):
-        target[j, :len(support)] = t[support]
-        for k, r in enumerate(np.asarray(pool, dtype=np.int64)):
-            c = idx[ptr[r]:ptr[r + 1]]
-            if len(c):
-                np.add.at(cats[j, k], column[c], 1.0 / len(c))
+    target = np.zeros((b, len(support) + 1))
+    target[:, :len(support)] = mixes[:, support]
+    cats = np.zeros((b, size, len(support) + 1))
+    lens = np.array([len(p) for p in pools], dtype=np.int64)
+    pool_user = np.repeat(np.arange(b), lens)
+    pool_pos = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    flat = np.concatenate([np.asarray(p, dtype=np.int64) for p in pools]) if b else np.zeros(0, np.int64)
+    owner, c, w = _category_weights(flat, ptr, idx)
+    np.add.at(cats, (pool_user[owner], pool_pos[owner], column[c]), w)
     return cats, target
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from pyspark.ml.evaluation import RankingEvaluator
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from liverec.diversity import CALIBRATION_ALPHA
@@ -97,6 +97,11 @@ def novelty(lists: DataFrame, k: int, popularity: DataFrame, n_users: int) -> fl
     return float(got) if got is not None else 0.0
 
 
+def _discount(position: str) -> Column:
+    """The exposure of a 0-based list position: 1 / log2(position + 2) (module doc)."""
+    return 1.0 / F.log2(F.col(position) + 2.0)
+
+
 def gini(values: np.ndarray) -> float:
     """The Gini coefficient of non-negative values: sum_i (2 i - n - 1) x_(i) / (n sum x), x sorted ascending."""
     x = np.sort(np.asarray(values, dtype=np.float64))
@@ -112,7 +117,7 @@ def exposure(lists: DataFrame, k: int, popularity: DataFrame, n_users: int) -> d
     per-item vectors are catalogue-sized and come to the driver."""
     shown = lists.select("user", F.posexplode(F.slice("prediction", 1, k)).alias("p", "i"))
     pop = popularity.select(F.col("item_idx").cast("double").alias("i"), F.col("users").cast("double"))
-    per_item = shown.groupBy("i").agg(F.sum(1.0 / F.log2(F.col("p") + 2.0)).alias("e")).toPandas()
+    per_item = shown.groupBy("i").agg(F.sum(_discount("p")).alias("e")).toPandas()
     counts = pop.toPandas()
     universe = pd.merge(counts, per_item, on="i", how="outer").fillna(0.0)  # shown items outside training count 0
     order = counts.sort_values(["users", "i"], ascending=[False, True])["i"].to_numpy()
@@ -141,7 +146,7 @@ def category_exposure(lists: DataFrame, k: int, history: DataFrame, categories: 
     categories array<string>)."""
     cats = _category_weights(categories)
     shown = lists.select(F.posexplode(F.slice("prediction", 1, k)).alias("p", "i"))
-    got = (shown.join(cats, "i").groupBy("c").agg(F.sum(F.col("w") / F.log2(F.col("p") + 2.0)).alias("e"))
+    got = (shown.join(cats, "i").groupBy("c").agg(F.sum(F.col("w") * _discount("p")).alias("e"))
            .join(history.select(F.col("item_idx").cast("double").alias("i")).join(cats, "i").groupBy("c")
                  .agg(F.sum("w").alias("t")), "c", "full").fillna(0.0).toPandas())
     if got.empty or got["e"].sum() <= 0 or got["t"].sum() <= 0:

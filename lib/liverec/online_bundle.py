@@ -43,7 +43,7 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
     from liverec import features, policy, tables
 
     conf, oconf = settings.recommend, settings.online
-    blocked_ids = policy.load(settings.policy, items).ids  # checked before the work: a bad policy file stops here
+    policy_blocked = policy.load(settings.policy, items)  # checked before the work: a bad policy file stops here
     f = features.features_from(spark, events, user_profiles, user_factors, item_factors, ease_model, items,
                                item_embeddings, social, settings, key)
     item_rows = (f.items.join(items.select("item_id", "title"), "item_id", "left")
@@ -66,7 +66,7 @@ def build_bundle(spark: Any, events: Any, items: Any, user_profiles: Any, user_f
             emb[n] = np.asarray(v, dtype=np.float32)
     item_stats = item_rows[list(ITEM_STATS)].to_numpy(dtype=np.float64)  # as features.item_arrays holds them
     # the content policy's items: banned from every answer; the popular list (a degraded answer's) is cut without them
-    blocked = np.isin(np.asarray(item_ids, dtype=object), np.asarray(blocked_ids, dtype=object))
+    blocked = policy_blocked.mask(item_ids)
     popular = np.lexsort((np.arange(n_items), -item_stats[:, 0], -item_stats[:, 1]))
     popular = popular[~blocked[popular]][:oconf.candidates]
 

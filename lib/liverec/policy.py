@@ -22,6 +22,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -53,6 +54,10 @@ class Blocked:
 
     def __len__(self) -> int:
         return len(self.reasons)
+
+    def mask(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
+        """Which of ``item_ids`` are blocked (bool per id): the candidate arrays' and the online bundle's mask."""
+        return np.isin(np.asarray(item_ids, dtype=object), np.asarray(self.ids, dtype=object))
 
     def metrics(self) -> dict[str, int]:
         """The counts a run logs (progress line and MLflow params)."""

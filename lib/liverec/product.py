@@ -106,7 +106,7 @@ def publish(spark: SparkSession, events: DataFrame, users: DataFrame, items: Dat
     if ranker is not None and user_factors is not None and item_factors is not None:
         ranked = scoring.ranked_nightly(spark, events, users, items, user_profiles, user_factors, item_factors,
                                         ease_model, item_embeddings, neighbors, social, settings, key, ranker, ds,
-                                        progress, blocked.ids if blocked is not None and len(blocked) else None)
+                                        progress, blocked)
         parts.append(ranked.rows)
         rest = users.join(ranked.users, "user_id", "left_anti").localCheckpoint()
         ranked_users, counts = ranked.users.count(), ranked.candidates

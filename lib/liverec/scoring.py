@@ -96,13 +96,13 @@ def _list_scores(model: Any, inner: Any, vocab_idx: np.ndarray | None, items: np
 
 
 def ranked_lists(f: features.Features, users: DataFrame, neighbors: DataFrame | None, settings: Settings,
-                 archive: str, by_embedding: bool, exclude: list[str] | None = None) -> DataFrame:
+                 archive: str, by_embedding: bool, blocked: Any = None) -> DataFrame:
     """LISTS_SCHEMA rows of ``users``: their candidates and features (``candidates.per_user``), scored by the
     shipped model one user's list per call (``ranker.score_threads`` torch / ONNX Runtime threads per Python
-    worker, ``ranker.scoring_variant``), then the ``recommend.top_n`` that maximal marginal relevance picks
-    from the ``recommend.mmr_pool`` best, for the whole batch of users at once, by the cosine of the items'
-    text embeddings (``by_embedding``) or ALS factors. Only those rows leave the executor. ``exclude``: the content
-    policy's item ids, never a candidate."""
+    worker, ``ranker.scoring_variant``), then the ``recommend.top_n`` that the re-ranker (``recommend.reranker``:
+    maximal marginal relevance by the cosine of the items' text embeddings (``by_embedding``) or ALS factors, or
+    the calibrated one) picks from the ``recommend.mmr_pool`` best, for the whole batch of users at once. Only those
+    rows leave the executor. ``blocked``: the content policy's ``liverec.policy.Blocked``, never a candidate."""
     from liverec import diversity
     from liverec.ranker import compiled
 
@@ -175,7 +175,7 @@ def ranked_lists(f: features.Features, users: DataFrame, neighbors: DataFrame | 
                                      mask=pa.array(~top))],
             names=[c.split(" ")[0] for c in LISTS_SCHEMA.split(", ")])
 
-    return candidates.per_user(f, users, neighbors, settings, emit, LISTS_SCHEMA, setup, exclude)
+    return candidates.per_user(f, users, neighbors, settings, emit, LISTS_SCHEMA, setup, blocked)
 
 
 @dataclass
@@ -189,11 +189,11 @@ def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, ite
                    user_profiles: DataFrame, user_factors: DataFrame, item_factors: DataFrame,
                    ease_model: EaseModel | None, item_embeddings: DataFrame | None, neighbors: DataFrame | None,
                    social: DataFrame | None, settings: Settings, key: bytes, model: Champion, ds: str,
-                   progress: Progress | None = None, exclude: list[str] | None = None) -> Ranked:
+                   progress: Progress | None = None, blocked: Any = None) -> Ranked:
     """The ranked recommendations of ``users`` (active users) for ``ds``; see the module doc. ``model`` may be
     any logged ranker pyfunc (the evaluation ranks with one it has not registered). With ``progress``, one
-    line per step (features, candidates, ranked lists) with its seconds: where the job's time goes. ``exclude``:
-    item ids no list may hold (``liverec.policy``)."""
+    line per step (features, candidates, ranked lists) with its seconds: where the job's time goes. ``blocked``:
+    the items no list may hold (``liverec.policy.Blocked``)."""
     conf = settings.recommend
     f = features.features_from(spark, events, user_profiles, user_factors, item_factors, ease_model, items,
                                item_embeddings, social, settings, key)
@@ -202,7 +202,7 @@ def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, ite
     archive = ship_model(spark, model.uri, os.path.join(settings.scratch_dir, "champion"),
                          settings.ranker.scoring_variant)
     lists = ranked_lists(f, users, neighbors, settings, archive, item_embeddings is not None,
-                         exclude).localCheckpoint()
+                         blocked).localCheckpoint()
     firsts = lists.where(F.col("rank") == 1).agg(
         F.count("*").alias("users"), F.sum("n_candidates").alias("rows"),
         *[F.sum(F.col("by_source")[j]).alias(s) for j, s in enumerate(candidates.SOURCES)]).first()

@@ -40,12 +40,11 @@ def run_recommend(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     from liverec import catalog, cleaning, fallback, lakehouse, policy, product, registry
+    from liverec.diversity import RERANKERS
     from liverec.ranker import compiled
 
     spark, settings, progress, ds = ctx.spark, ctx.settings, ctx.progress, ctx.ds
     conf = settings.recommend
-    from liverec.diversity import RERANKERS
-
     if conf.top_n <= 0 or conf.mmr_pool < 0 or not 0.0 <= conf.mmr_lambda <= 1.0 \
             or not 0.0 <= conf.calibration_lambda <= 1.0 or conf.reranker not in RERANKERS:
         raise InputError(f"recommend.top_n must be positive, mmr_pool >= 0, mmr_lambda and calibration_lambda in "
@@ -172,9 +171,10 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     meta.update(ranker_version=ranker_tag, baseline=baseline, ranker_variant=settings.ranker.scoring_variant,
                 inputs={t: found[t][1] for t in order} | {"embeddings": emb_ds})
     size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
+    n_blocked = int(arrays["blocked"].sum())  # the content policy's items in the served catalogue
     progress.step("bundle", len(meta["item_ids"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag,
-                  policy_blocked=int(arrays["blocked"].sum()))
-    mlflow.log_param("policy.items_blocked", int(arrays["blocked"].sum()))
+                  policy_blocked=n_blocked)
+    mlflow.log_param("policy.items_blocked", n_blocked)
 
     # the per-user records into the online store: a new generation for ds, visible at once when complete
     from liverec.online_store import StoreUnavailable, redacted
