@@ -29,6 +29,8 @@ from pyspark.sql import functions as F
 from liverec.config import PolicySettings
 from liverec.errors import InputError
 
+ITEMS_BLOCKED = "policy.items_blocked"  # the MLflow param both publishing jobs log: how many items the policy blocks
+
 
 @dataclass(frozen=True)
 class Rules:
@@ -61,7 +63,7 @@ class Blocked:
 
     def metrics(self) -> dict[str, int]:
         """The counts a run logs (progress line and MLflow params)."""
-        return {"policy.items_blocked": len(self), "policy.items_blocked_by_name": self.by_item,
+        return {ITEMS_BLOCKED: len(self), "policy.items_blocked_by_name": self.by_item,
                 "policy.items_blocked_by_category": self.by_category}
 
 

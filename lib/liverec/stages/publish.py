@@ -137,7 +137,7 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
 
     import mlflow
 
-    from liverec import catalog, cleaning, online, registry
+    from liverec import catalog, cleaning, online, policy, registry
 
     spark, settings, progress, ds, oconf = ctx.spark, ctx.settings, ctx.progress, ctx.ds, ctx.settings.online
     if oconf.candidates <= 0 or not 1 <= oconf.default_k <= oconf.max_k or oconf.max_session <= 0:
@@ -174,7 +174,7 @@ def run_publish_online(ctx: Context, args: argparse.Namespace) -> dict[str, Any]
     n_blocked = int(arrays["blocked"].sum())  # the content policy's items in the served catalogue
     progress.step("bundle", len(meta["item_ids"]), arrays_mb=round(size_mb, 1), ranker=ranker_tag,
                   policy_blocked=n_blocked)
-    mlflow.log_param("policy.items_blocked", n_blocked)
+    mlflow.log_param(policy.ITEMS_BLOCKED, n_blocked)
 
     # the per-user records into the online store: a new generation for ds, visible at once when complete
     from liverec.online_store import StoreUnavailable, redacted
