@@ -56,6 +56,22 @@ def test_top_n_matches_brute_force_and_skips_seen(spark):
         assert got[i]["scores"] == pytest.approx([float(scores[j]) for j in expected], rel=1e-5)
 
 
+def test_dense_index_numbers_ids_in_their_order_across_partitions(spark):
+    rng = np.random.default_rng(3)
+    ids = [f"u{n}" for n in rng.choice(100_000, 3_000, replace=False)]
+    rows = [(i, float(k)) for k, i in enumerate(ids)] + [(ids[0], -1.0)]  # one id twice: numbered once
+    frame = spark.createDataFrame(rows, "user_id string, w double").repartition(7)
+    want = {i: n for n, i in enumerate(sorted(set(ids)))}  # Python's string order is Spark's for ASCII ids
+    got = {r["user_id"]: r["user_idx"] for r in vectors.dense_index(frame.select("user_id"), "user_id",
+                                                                    "user_idx").collect()}
+    assert got == want
+    # other columns ride along, joined back by key; numbering from a start
+    once = frame.dropDuplicates(["user_id"])
+    joined = vectors.dense_index(once, "user_id", "idx", start=1).collect()
+    assert len(joined) == len(want) and all(r["idx"] == want[r["user_id"]] + 1 for r in joined)
+    assert vectors.dense_index(frame.limit(0).select("user_id"), "user_id", "user_idx").count() == 0
+
+
 def test_als_learns_groups_and_survives_long_runs(spark, settings_factory, tmp_path):
     s = settings_factory("als.max_iter=32", "als.checkpoint_interval=4", "als.rank=2", "als.reg_param=0.1")
     rows = []

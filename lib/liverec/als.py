@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 
 from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from liverec import vectors
 from liverec.catalog import decay, event_weight
 from liverec.config import AlsSettings
 
@@ -55,11 +56,8 @@ def strengths(events: DataFrame, conf: AlsSettings, weights: dict[str, float]) -
 
 def index_ids(pairs: DataFrame) -> tuple[DataFrame, DataFrame]:
     """Dense integer ids ALS needs: (user_id, user_idx) and (item_id, item_idx), ordered by the string id."""
-    users = pairs.select("user_id").distinct().withColumn(
-        "user_idx", (F.row_number().over(Window.orderBy("user_id")) - 1).cast("int"))
-    items = pairs.select("item_id").distinct().withColumn(
-        "item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1).cast("int"))
-    return users, items
+    return (vectors.dense_index(pairs.select("user_id"), "user_id", "user_idx"),
+            vectors.dense_index(pairs.select("item_id"), "item_id", "item_idx"))
 
 
 def fit(spark: SparkSession, ratings: DataFrame, conf: AlsSettings, checkpoint_dir: str) -> ALSModel:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from liverec import vectors
@@ -51,8 +51,7 @@ class EaseModel:
 
 def item_index(pairs: DataFrame) -> DataFrame:
     """(item_id, item_idx): a dense index over the items of ``pairs``, ordered by item id."""
-    return pairs.select("item_id").distinct().withColumn(
-        "item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1).cast("int"))
+    return vectors.dense_index(pairs.select("item_id"), "item_id", "item_idx")
 
 
 def user_items(pairs: DataFrame, index: DataFrame) -> DataFrame:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from liverec import vectors
@@ -114,8 +114,8 @@ def plan_incremental(texts: DataFrame, previous: DataFrame | None) -> tuple[Data
 
 def index_items(embeddings: DataFrame) -> DataFrame:
     """(item_id, item_idx, features) with a dense integer id per item, ordered by item_id."""
-    return embeddings.select("item_id", F.col("embedding").alias("features")).withColumn(
-        "item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1).cast("int"))
+    return vectors.dense_index(embeddings.select("item_id", F.col("embedding").alias("features")), "item_id",
+                               "item_idx")
 
 
 def neighbors(embeddings: DataFrame, k: int) -> DataFrame:

@@ -45,8 +45,8 @@ def content_recommendations(users: DataFrame, profiles: DataFrame, item_embeddin
     """(user_id, rank, item_id, score): the ``n`` unseen items whose text embedding is closest (cosine) to the
     user's content vector, only those with a cosine of at least ``min_similarity``."""
     user_vecs = (profiles.join(users, "user_id").where(F.col("content_vector").isNotNull())
-                 .select("user_id", F.col("content_vector").alias("features"))
-                 .withColumn("user_idx", (F.row_number().over(Window.orderBy("user_id")) - 1).cast("int")))
+                 .select("user_id", F.col("content_vector").alias("features")))
+    user_vecs = vectors.dense_index(user_vecs, "user_id", "user_idx")
     recs = _scored(user_vecs, embeddings.index_items(item_embeddings), seen, n)
     recs = recs.where(F.col("score") >= min_similarity)
     return recs.withColumn("rank", F.row_number().over(Window.partitionBy("user_id").orderBy("rank")))

@@ -18,6 +18,27 @@ SCORE_CHUNK = 512
 TOP_K_SCHEMA = "user_idx int, items array<int>, scores array<double>, score_mean double, score_std double"
 
 
+def dense_index(frame: DataFrame, key: str, name: str, start: int = 0) -> DataFrame:
+    """``frame`` + ``name`` (int): its ``key`` values numbered ``start``, ``start`` + 1, ... in their sort order (what
+    ``row_number()`` over ``Window.orderBy(key)`` gives, without moving every row into one partition). A range-
+    partitioned sort, pinned by a local checkpoint; each partition's offset from the row counts of the ones before
+    it (one small collect); a row's number from its position in its partition. ``key`` must be unique in ``frame``
+    when it holds other columns (they are joined back by key)."""
+    ordered = frame.select(key).distinct().orderBy(key).localCheckpoint()
+    tagged = ordered.select(key, F.spark_partition_id().alias("_part"), F.monotonically_increasing_id().alias("_id"))
+    counts = sorted((r["_part"], r["count"]) for r in tagged.groupBy("_part").count().collect())
+    offsets, total = [], start
+    for part, n in counts:
+        offsets += [F.lit(part), F.lit(total)]
+        total += n
+    if not offsets:
+        return frame.withColumn(name, F.lit(None).cast("int"))
+    # monotonically_increasing_id is (partition << 33) + the row's position in its partition
+    position = F.col("_id") - F.shiftleft(F.col("_part").cast("long"), 33)
+    index = tagged.select(key, (position + F.create_map(*offsets)[F.col("_part")]).cast("int").alias(name))
+    return index if frame.columns == [key] else frame.join(index, key)
+
+
 def mask_seen(scores: np.ndarray, seen: pd.Series) -> None:
     """Set each row's seen items (an array of column indices per row, or None) to -inf, in place."""
     for row, seen_items in enumerate(seen):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from liverec import splits
+from liverec import splits, vectors
 from liverec.config import Settings
 from liverec.features import Features
 
@@ -79,9 +79,8 @@ def build_examples(cands: DataFrame, labels: DataFrame, settings: Settings, show
 
 def vocabulary(f: Features) -> DataFrame:
     """gold.ranker_items rows: (item_id, item_idx from 1, als_factor, text_embedding); 0 is padding/unknown."""
-    return f.items.select("item_id", F.col("item_factor").alias("als_factor"),
-                          F.col("embedding").alias("text_embedding")).withColumn(
-        "item_idx", F.row_number().over(Window.orderBy("item_id")).cast("int"))
+    return vectors.dense_index(f.items.select("item_id", F.col("item_factor").alias("als_factor"),
+                                              F.col("embedding").alias("text_embedding")), "item_id", "item_idx", 1)
 
 
 def with_indices(examples: DataFrame, vocab: DataFrame) -> DataFrame:
