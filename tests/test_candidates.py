@@ -10,7 +10,7 @@ import pytest
 
 from liverec import candidates
 from liverec.ease import EaseModel
-from liverec.features import DENSE_FEATURES, Features
+from liverec.features import DENSE_FEATURES, FRIEND_ENTRY, Features, friend_lists
 
 ITEMS = [f"i{k}" for k in range(8)]
 CATS = {"i0": ["a"], "i1": ["a", "b"], "i2": ["b"], "i3": ["b", "b"], "i4": ["a"], "i5": [], "i6": ["b"],
@@ -50,7 +50,8 @@ def _features(spark) -> Features:
           EMBEDDING[i].tolist() if i in EMBEDDING else None) for i in ITEMS],
         "item_id string, categories array<string>, log_item_users double, log_item_recent_users double, "
         "log_item_age_days double, item_unseen double, item_factor array<float>, embedding array<float>")
-    friends = spark.createDataFrame(FRIENDS, "user_id string, item_id string, n_friends long, a_friend string")
+    lists = {u: sorted((-n, i, f) for v, i, n, f in FRIENDS if v == u) for u in {f[0] for f in FRIENDS}}
+    friends = spark.createDataFrame(sorted(lists.items()), f"user_id string, fr array<{FRIEND_ENTRY}>")
     itf = spark.createDataFrame([(i, k, v.tolist()) for k, (i, v) in enumerate(ITEM_FACTOR.items())],
                                 "item_id string, item_idx int, features array<float>")
     uf = spark.createDataFrame([("u1", 0, USERS["u1"][4].tolist())],
@@ -161,6 +162,28 @@ def test_candidate_union_and_features_follow_the_rules(spark, settings_factory, 
             (w["source"], w["via"], w["sources"], w["als_rank"], w["ease_rank"]), key
         np.testing.assert_allclose(g["dense"], w["dense"], rtol=1e-5, atol=1e-6, err_msg=str(key))
         assert g["recent_items"] == USERS[key[0]][2][:1]
+
+
+def test_friend_lists_count_each_item_over_the_friends_who_chose_it(spark):
+    rng = np.random.default_rng(5)
+    users = [f"u{n}" for n in range(40)]
+    pairs = {(str(a), str(b)) for a, b in rng.choice(users, size=(120, 2)) if a != b}
+    pairs |= {(b, a) for a, b in pairs}
+    seen = {(u, f"i{k}") for u in users for k in rng.choice(30, size=int(rng.integers(0, 9)), replace=False)}
+    got = {r["user_id"]: [tuple(e) for e in r["fr"]] for r in friend_lists(
+        spark.createDataFrame(sorted(pairs), "user_id string, friend_id string").repartition(3),
+        spark.createDataFrame(sorted(seen), "user_id string, item_id string").repartition(4)).collect()}
+    want = {}
+    for u in users:  # by hand: each item a friend chose, how many friends, the smallest friend id
+        chose: dict[str, list[str]] = {}
+        for a, f in pairs:
+            if a == u:
+                for v, i in seen:
+                    if v == f:
+                        chose.setdefault(i, []).append(f)
+        if chose:
+            want[u] = sorted((-len(fs), i, min(fs)) for i, fs in chose.items())
+    assert got == want and sum(len(v) for v in want.values()) > 100
 
 
 def test_every_source_off_is_one_clear_error():

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from liverec import ease, features, vectors
@@ -70,20 +70,12 @@ def ease_lists(spark: SparkSession, model: ease.EaseModel, seen: DataFrame, user
                     "via", "score_mean", "score_std"))
 
 
-def friends_best_first(*fields: str) -> Column:
-    """The friends source's order, as an aggregate over a user's ``friends_on_item`` rows: most friends first, then
-    item id (``sort_array`` on the negated count ``neg``), each entry a struct of (neg, item_id, *fields). The nightly
-    lists and the online store's user records both take it from here."""
-    return F.sort_array(F.collect_list(F.struct((-F.col("n_friends")).alias("neg"), "item_id", *fields)))
-
-
 def user_inputs(f: Features, users: DataFrame, friend_candidates: int) -> DataFrame:
     """USER_INPUTS: one row per user of ``users`` that has a profile in ``f`` (the others get no candidates). The
     friends' items come best first (most friends, then item id), with one friend for the first
     ``friend_candidates`` only: a friend's id is read for the friends source alone, the counts for every item."""
     seen = f.seen.groupBy("user_id").agg(F.collect_list("item_id").alias("seen"))
-    friends = (f.friends_on_item.groupBy("user_id").agg(friends_best_first("a_friend").alias("fr"))
-               .withColumn("fr_via", F.slice(F.col("fr.a_friend"), 1, max(friend_candidates, 1))))
+    friends = f.friends.withColumn("fr_via", F.slice(F.col("fr.a_friend"), 1, max(friend_candidates, 1)))
     rows = (f.users.join(users.select("user_id").distinct(), "user_id", "left_semi")
             .join(f.profiles.select("user_id", "top_categories"), "user_id", "left")
             .join(seen, "user_id", "left").join(friends, "user_id", "left"))

@@ -64,7 +64,7 @@ class Features:
     #                   category_affinity (map), recent_items (array<string>), content_vector, user_factor
     items: DataFrame  # item_id, categories, log_item_users, log_item_recent_users, log_item_age_days, item_unseen,
     #                   item_factor, embedding
-    friends_on_item: DataFrame  # user_id, item_id, n_friends, a_friend (one of them, for reasons)
+    friends: DataFrame  # user_id, fr: every item the user's friends chose, best first (FRIENDS_FIRST)
     item_factors: DataFrame  # item_id, item_idx, features (ALS on the history)
     user_factors: DataFrame  # user_id, user_idx, features
     seen: DataFrame  # user_id, item_id of the history
@@ -136,19 +136,30 @@ def features_from(spark: SparkSession, history: DataFrame, prof: DataFrame, uf: 
     else:
         item_rows = item_rows.withColumn("embedding", F.lit(None).cast("array<float>"))
 
+    seen = history.select("user_id", "item_id").distinct().localCheckpoint()
     if social is not None:
-        friends = profiles.friend_pairs(social, key)
-        touched = history.select("user_id", "item_id").distinct()
-        friends_on_item = (friends.join(touched.withColumnRenamed("user_id", "friend_id"), "friend_id")
-                           .groupBy("user_id", "item_id").agg(F.count("*").alias("n_friends"),
-                                                              F.min("friend_id").alias("a_friend")))
+        friends = friend_lists(profiles.friend_pairs(social, key), seen)
     else:
-        friends_on_item = spark.createDataFrame([], "user_id string, item_id string, n_friends long, a_friend string")
+        friends = spark.createDataFrame([], f"user_id string, fr array<{FRIEND_ENTRY}>")
     # materialised with their lineage cut: the plans behind them (profiles, an ALS fit, several joins) are
     # large, and every later join would otherwise carry (and print, in Spark's UI events) all of them
-    return Features(users.localCheckpoint(), item_rows.localCheckpoint(), friends_on_item.localCheckpoint(),
-                    itf, uf, history.select("user_id", "item_id").distinct().localCheckpoint(), ease_model,
-                    prof.drop("ref"))
+    return Features(users.localCheckpoint(), item_rows.localCheckpoint(), friends.localCheckpoint(), itf, uf, seen,
+                    ease_model, prof.drop("ref"))
+
+
+# one entry of a user's friend list: neg = minus the friends who chose the item, so ascending order is best first
+FRIEND_ENTRY = "struct<neg:bigint,item_id:string,a_friend:string>"
+
+
+def friend_lists(friends: DataFrame, seen: DataFrame) -> DataFrame:
+    """(user_id, fr): every item a user's friends chose, as FRIEND_ENTRY structs in the friends source's order (most
+    friends first, then item id), each with one of those friends (the smallest id, for the reasons). ``friends``:
+    (user_id, friend_id) pairs; ``seen``: distinct (user_id, item_id). Counted by ``profiles.over_friends`` inside
+    each user's partition, so the per-user lists shuffle nothing more."""
+    counted = profiles.over_friends(friends, seen, F.count("*").alias("n_friends"),
+                                    F.min("friend_id").alias("a_friend"))
+    return counted.groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct(
+        (-F.col("n_friends")).alias("neg"), "item_id", "a_friend"))).alias("fr"))
 
 
 

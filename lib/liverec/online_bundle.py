@@ -142,7 +142,7 @@ def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
     the user's newest event time (stream events after it are new)."""
     from pyspark.sql import functions as F
 
-    from liverec import als, candidates, catalog
+    from liverec import als, catalog
 
     conf = settings.recommend
     strengths = als.strengths(catalog.within_days(events, settings.als.window_days), settings.als,
@@ -152,8 +152,7 @@ def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
                 "item_id", F.coalesce("strength", F.lit(0.0)).alias("strength")))).alias("_seen")))
     # every item a friend chose (log_friends_on_item counts them all, as the batch does), best first in the friends
     # source's own order; one friend (for reasons) for the first friend_candidates, the source's own
-    friends = f.friends_on_item.groupBy("user_id").agg(candidates.friends_best_first("n_friends", "a_friend")
-                                                        .alias("_friends"))
+    friends = f.friends.select("user_id", F.col("fr").alias("_friends"))
     rows = (nightly.groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct("rank", "item_id", "reason")))
                                            .alias("_nightly")))
     last = events.groupBy("user_id").agg(F.max("ts").cast("double").alias("as_of"))
@@ -169,7 +168,7 @@ def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
         F.coalesce(F.col("_seen.item_id"), empty).alias("seen"),
         F.coalesce(F.col("_seen.strength"), F.array().cast("array<double>")).alias("strength"),
         F.coalesce(F.col("_friends.item_id"), empty).alias("friend_items"),
-        F.coalesce(F.col("_friends.n_friends"), F.array().cast("array<long>")).alias("friend_n"),
+        F.coalesce(F.transform("_friends", lambda x: -x["neg"]), F.array().cast("array<long>")).alias("friend_n"),
         F.coalesce(F.slice(F.col("_friends.a_friend"), 1, max(conf.friend_candidates, 1)), empty).alias("friend_of"),
         F.coalesce(F.col("_nightly.item_id"), empty).alias("nightly"),
         F.coalesce(F.col("_nightly.reason"), empty).alias("nightly_reason"),

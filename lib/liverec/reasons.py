@@ -6,7 +6,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from liverec import features, vectors
+from liverec import vectors
 
 
 def quoted_title(id_col: str) -> Column:
@@ -42,11 +42,11 @@ def labelled(recs: DataFrame, profiles: DataFrame, vecs: DataFrame, items: DataF
             .withColumn("model_version", F.lit(version)))
 
 
-def with_reasons(top: DataFrame, f: features.Features, user_profiles: DataFrame, items: DataFrame,
-                 als_vectors: DataFrame, history: int) -> DataFrame:
-    """+ reason: content -> the history item it is similar to; friends -> a friend who chose it (and how many
-    more); ease -> the history item that adds most to its score; popular_category -> the category; als -> the
-    recent item closest in ALS space (the fallback chain's rule)."""
+def with_reasons(top: DataFrame, user_profiles: DataFrame, items: DataFrame, als_vectors: DataFrame,
+                 history: int) -> DataFrame:
+    """+ reason: content -> the history item it is similar to; friends -> a friend who chose it (``via``) and how many
+    more (``n_friends`` of ``top``); ease -> the history item that adds most to its score; popular_category -> the
+    category; als -> the recent item closest in ALS space (the fallback chain's rule)."""
     titles = items.select(F.col("item_id").alias("via"), "title")
     content = (top.where(F.col("source") == "content").join(titles, "via", "left")
                .withColumn("reason", F.concat(F.lit("Similar to "), quoted_title("via"),
@@ -54,12 +54,10 @@ def with_reasons(top: DataFrame, f: features.Features, user_profiles: DataFrame,
     ease_rows = (top.where(F.col("source") == "ease").join(titles, "via", "left")
                  .withColumn("reason", F.concat(F.lit("Because you chose "), quoted_title("via"))))
     friends = (top.where(F.col("source") == "friends")
-               .join(f.friends_on_item.select("user_id", "item_id", "n_friends"), ["user_id", "item_id"], "left")
                .withColumn("reason", F.concat(
                    F.lit("Your friend "), F.col("via"), F.lit(" chose it"),
                    F.when(F.col("n_friends") > 1, F.concat(F.lit(", and "), (F.col("n_friends") - 1).cast("string"),
-                                                           F.lit(" more of your friends"))).otherwise(F.lit(""))))
-               .drop("n_friends"))
+                                                           F.lit(" more of your friends"))).otherwise(F.lit("")))))
     category = (top.where(F.col("source") == "popular_category")
                 .withColumn("reason", F.concat(F.lit("Popular lately in "), F.col("via"),
                                                F.lit(", one of your favourite categories"))))

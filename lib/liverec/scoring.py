@@ -77,10 +77,11 @@ def ship_model(spark: SparkSession, model_uri: str, scratch: str, variant: str =
 
 
 
-# what ``ranked_lists`` writes: each user's top N in rank order; the rank-1 row also says how many candidates the user
-# had, and how many each source found (SOURCES order; an item counts once per source that found it)
+# what ``ranked_lists`` writes: each user's top N in rank order, with how many of the user's friends chose the item (for
+# the reasons); the rank-1 row also says how many candidates the user had, and how many each source found (SOURCES
+# order; an item counts once per source that found it)
 LISTS_SCHEMA = ("user_id string, rank int, item_id string, score double, sources array<string>, source string, "
-                "via string, n_candidates int, by_source array<int>")
+                "via string, n_friends int, n_candidates int, by_source array<int>")
 
 
 def _list_scores(model: Any, inner: Any, vocab_idx: np.ndarray | None, items: np.ndarray, recent: list[str],
@@ -168,6 +169,7 @@ def ranked_lists(f: features.Features, users: DataFrame, neighbors: DataFrame | 
             pa.array(items.ids[lists.item[take]], type=pa.string()), pa.array(cat(score, np.float64)),
             pa.ListArray.from_arrays(pa.array(off, type=pa.int32()), pa.array(names, type=pa.string())),
             pa.array(lists.source_names()[take], type=pa.string()), pa.array(lists.via[take], type=pa.string()),
+            pa.array(batch.friends_on(owner, lists.item[take], len(items.ids)).astype(np.int32)),
             pa.array(per_user[owner], type=pa.int32(), mask=~top),
             pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(np.where(top, len(candidates.SOURCES), 0))],
                                               type=pa.int32()),
@@ -213,7 +215,7 @@ def ranked_nightly(spark: SparkSession, events: DataFrame, users: DataFrame, ite
     # a user with fewer than top_n candidates left (the content policy may take some) gets the baseline chain's list
     full = lists.where(F.col("rank") == conf.top_n).select("user_id")
     top = lists.drop("n_candidates", "by_source").join(full, "user_id", "left_semi")
-    out = with_reasons(top, f, user_profiles, items, item_factors, conf.reason_history_items)
+    out = with_reasons(top, user_profiles, items, item_factors, conf.reason_history_items)
     out = out.select("user_id", "rank", "item_id", "score", "reason", "source",
                      F.lit(model.run_id).cast("string").alias("model_run_id"),
                      F.lit(model.tag).alias("model_version"), F.lit(ds).alias("ds"))
