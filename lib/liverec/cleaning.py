@@ -164,23 +164,30 @@ def bot_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
     """
     from pyspark.sql import Window
 
-    actions = valid.select("user_id", "_ts").distinct()
+    # the distinct actions, shuffled once by user: every count and window below runs inside the user's partition
+    # (HashPartitioning(user_id) serves a group-by on (user_id, anything)), so none shuffles again
+    actions = valid.select("user_id", "_ts").repartition("user_id").dropDuplicates(["user_id", "_ts"])
     # one pass over the distinct actions: per minute, then a day is the sum of its minutes
     per_minute = actions.groupBy("user_id", F.date_trunc("minute", "_ts").alias("m")).count()
     per_day = per_minute.groupBy("user_id", F.to_date("m").alias("d")).agg(F.sum("count").alias("count"))
     secs = F.col("_ts").cast("long")
     per_hour = (actions.select("user_id", F.explode(F.array(F.floor(secs / 3600), F.floor((secs + 1800) / 3600) + F.lit(
         10**9))).alias("h")).groupBy("user_id", "h").count())
+    # runs of n actions (n - 1 gaps) from running sums, O(1) per action: the gaps of the run ending at an action sum
+    # to t - lag(t, n - 1), their squares to the difference of the running sum of squared gaps; in whole seconds, so
+    # exact in longs. cv = sd / mean = sqrt(k * sum(g^2) - sum(g)^2) / sum(g) with k = n - 1 gaps
     n = int(conf.bot_cadence_actions)
-    gaps = (actions.select("user_id", secs.alias("t"))
-            .withColumn("gap", F.col("t") - F.lag("t").over(Window.partitionBy("user_id").orderBy("t")))
-            .where(F.col("gap").isNotNull()))
-    run = Window.partitionBy("user_id").orderBy("t").rowsBetween(-(n - 2), 0)  # n actions = n - 1 gaps
-    runs = (gaps.select("user_id", F.count("gap").over(run).alias("k"), F.avg("gap").over(run).alias("mean"),
-                        F.stddev_pop("gap").over(run).alias("sd"))
-            .where((F.col("k") == n - 1) & (F.col("mean") > 0) & (F.col("mean") <= conf.bot_cadence_max_mean_gap_seconds))
-            .groupBy("user_id").agg(F.min(F.col("sd") / F.col("mean")).alias("cv"),
-                                    F.min_by("mean", F.col("sd") / F.col("mean")).alias("cv_mean_gap")))
+    order = Window.partitionBy("user_id").orderBy("t")
+    gaps = (actions.select("user_id", secs.alias("t")).withColumn("g", F.col("t") - F.lag("t").over(order))
+            .withColumn("g2", F.coalesce(F.col("g") * F.col("g"), F.lit(0).cast("long"))))
+    sums = gaps.select("user_id", "t", (F.col("t") - F.lag("t", n - 1).over(order)).alias("s"),
+                       F.sum("g2").over(order.rowsBetween(Window.unboundedPreceding, 0)).alias("q"))
+    sums = sums.withColumn("q", F.col("q") - F.lag("q", n - 1).over(order))
+    mean, k = F.col("s") / (n - 1), n - 1
+    runs = (sums.where(F.col("s").isNotNull() & (F.col("s") > 0) & (mean <= conf.bot_cadence_max_mean_gap_seconds))
+            .select("user_id", (F.sqrt(F.greatest(F.col("q") * k - F.col("s") * F.col("s"), F.lit(0)))
+                                / F.col("s")).alias("cv"), mean.alias("mean"))
+            .groupBy("user_id").agg(F.min("cv").alias("cv"), F.min_by("mean", "cv").alias("cv_mean_gap")))
     peaks = (per_day.groupBy("user_id").agg(F.max("count").alias("peak_day"))
              .join(per_minute.groupBy("user_id").agg(F.max("count").alias("peak_minute")), "user_id")
              .join(per_hour.groupBy("user_id").agg(F.max("count").alias("peak_hour")), "user_id")
@@ -296,29 +303,36 @@ def classify(bronze: DataFrame, settings: Settings, ds: str, other_event_ids: Da
         "_detail", F.when(F.col("_reason") == "future_ts", F.col("ts").cast("string")))
 
     valid = df.where(F.col("_reason").isNull())
-    df = _flag_users(df, bot_users(valid, conf), "bot_reason", "bot_detail")
+    # the flagged users (a few) materialised once: the duplicate marks below and the caller's pass both read them
+    df = _flag_users(df, bot_users(valid, conf).localCheckpoint(), "bot_reason", "bot_detail")
     if shilling_on(conf):  # off: no job, no join
-        df = _flag_users(df, shilling_users(valid, conf), "shill_reason", "shill_detail")
+        df = _flag_users(df, shilling_users(valid, conf).localCheckpoint(), "shill_reason", "shill_detail")
 
-    # duplicates among the rows still valid: the first by row_id (then source) is kept. An aggregate over two
-    # columns finds the event ids that repeat, and only those rows meet them again (a window over whole rows would
-    # shuffle and sort every row: 2x the time on a 20M-row day)
+    # duplicates among the rows still valid: the first by row_id (then source) is kept, and an event id another
+    # date (or the stream) already holds is a duplicate. Found on three narrow columns; only the ids that repeat
+    # or were seen before meet the day's rows again, broadcast while there are at most
+    # clean.broadcast_duplicate_ids of them, so the rows themselves are not shuffled (a join on the event id
+    # shuffled every row of a 20M-row day; a window over whole rows shuffles and sorts them: 2x the time)
     still_valid = F.col("_reason").isNull()
-    first = (df.where(still_valid).groupBy("_event_id")
+    narrow = df.where(still_valid).select("_event_id", "row_id", "source")
+    marks = (narrow.groupBy("_event_id")
              .agg(F.count("*").alias("_n"), F.min(F.struct("row_id", "source")).alias("_first"))
              .where(F.col("_n") > 1).drop("_n"))
-    df = df.join(first, "_event_id", "left").withColumn(
-        "_rank", F.when(still_valid, F.when(F.col("_first").isNull() | (F.struct("row_id", "source") == F.col("_first")),
-                                            1).otherwise(2))).drop("_first")
     if other_event_ids is not None:
-        seen = other_event_ids.select(F.col("event_id").alias("_seen_id")).distinct()
-        df = df.join(seen, df["_event_id"] == seen["_seen_id"], "left")
+        seen = (narrow.select("_event_id").distinct()
+                .join(other_event_ids.select(F.col("event_id").alias("_event_id")), "_event_id", "left_semi")
+                .select("_event_id", F.lit(True).alias("_seen")))
+        marks = marks.join(seen, "_event_id", "full")
     else:
-        df = df.withColumn("_seen_id", F.lit(None).cast("string"))
-    duplicate = still_valid & ((F.col("_rank") > 1) | F.col("_seen_id").isNotNull())
+        marks = marks.withColumn("_seen", F.lit(None).cast("boolean"))
+    marks = marks.localCheckpoint()
+    small = marks.count() <= conf.broadcast_duplicate_ids
+    df = df.join(F.broadcast(marks) if small else marks, "_event_id", "left")
+    repeat = F.col("_first").isNotNull() & (F.struct("row_id", "source") != F.col("_first"))
+    duplicate = still_valid & (repeat | F.col("_seen").isNotNull())
     status = (F.when(F.col("_reason").isNotNull(), STATUS_QUARANTINE)
               .when(duplicate, STATUS_DUPLICATE).otherwise(STATUS_OK))
-    return df.withColumn("_status", status).drop("_rank", "_seen_id")
+    return df.withColumn("_status", status).drop("_first", "_seen")
 
 
 def silver_rows(classified: DataFrame, key: bytes, ds: str) -> DataFrame:

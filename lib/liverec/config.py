@@ -68,6 +68,7 @@ class CleanSettings:
     shilling_min_lift: float
     shilling_window_seconds: int
     shilling_max_account_span_seconds: int
+    broadcast_duplicate_ids: int
     max_abs_value: float
     value_limits: dict[str, float]
     event_weights: dict[str, float]
