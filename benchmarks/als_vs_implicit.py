@@ -28,6 +28,8 @@ def main() -> int:
     ap.add_argument("--ds", default="2026-11-02")
     ap.add_argument("--driver-memory", default="10g")
     ap.add_argument("--label", default="")
+    ap.add_argument("--set", action="append", default=[], help="conf override (KEY=VALUE) for the Spark fit")
+    ap.add_argument("--spark-only", action="store_true", help="time the Spark fit alone (no implicit, no results)")
     args = ap.parse_args()
 
     import implicit
@@ -43,7 +45,7 @@ def main() -> int:
 
     work = Path(args.work)
     settings = load_settings(overrides=[f"lakehouse_root={work / 'lakehouse'}", f"scratch_dir={work / 'scratch-als'}",
-                                        "demo_mode=true", f"spark.driver_memory={args.driver_memory}"])
+                                        "demo_mode=true", f"spark.driver_memory={args.driver_memory}", *args.set])
     conf = settings.als
     spark = build_spark(settings, "als-vs-implicit")
     events = catalog.events_until(spark, settings, args.ds, conf.window_days)
@@ -57,6 +59,8 @@ def main() -> int:
     model.userFactors.count()
     spark_s = time.monotonic() - start
     print(f"spark ALS: {n_pairs:,} pairs, {spark_s:.1f}s", flush=True)
+    if args.spark_only:
+        return 0
     table = ratings.toPandas()
     spark.stop()
     n_u, n_i = int(table.user_idx.max()) + 1, int(table.item_idx.max()) + 1
