@@ -177,6 +177,8 @@ def bot_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
     # to t - lag(t, n - 1), their squares to the difference of the running sum of squared gaps; in whole seconds, so
     # exact in longs. cv = sd / mean = sqrt(k * sum(g^2) - sum(g)^2) / sum(g) with k = n - 1 gaps
     n = int(conf.bot_cadence_actions)
+    if n < 2:
+        raise ConfigError(f"clean.bot_cadence_actions must be at least 2 (a run has n - 1 gaps), got {n}")
     order = Window.partitionBy("user_id").orderBy("t")
     gaps = (actions.select("user_id", secs.alias("t")).withColumn("g", F.col("t") - F.lag("t").over(order))
             .withColumn("g2", F.coalesce(F.col("g") * F.col("g"), F.lit(0).cast("long"))))
@@ -187,7 +189,7 @@ def bot_users(valid: DataFrame, conf: CleanSettings) -> DataFrame:
     runs = (sums.where(F.col("s").isNotNull() & (F.col("s") > 0) & (mean <= conf.bot_cadence_max_mean_gap_seconds))
             .select("user_id", (F.sqrt(F.greatest(F.col("q") * k - F.col("s") * F.col("s"), F.lit(0)))
                                 / F.col("s")).alias("cv"), mean.alias("mean"))
-            .groupBy("user_id").agg(F.min("cv").alias("cv"), F.min_by("mean", "cv").alias("cv_mean_gap")))
+            .groupBy("user_id").agg(F.min("cv").alias("cv"), F.min_by("mean", F.struct("cv", "mean")).alias("cv_mean_gap")))
     peaks = (per_day.groupBy("user_id").agg(F.max("count").alias("peak_day"))
              .join(per_minute.groupBy("user_id").agg(F.max("count").alias("peak_minute")), "user_id")
              .join(per_hour.groupBy("user_id").agg(F.max("count").alias("peak_hour")), "user_id")

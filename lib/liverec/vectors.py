@@ -21,11 +21,12 @@ TOP_K_SCHEMA = "user_idx int, items array<int>, scores array<double>, score_mean
 def dense_index(frame: DataFrame, key: str, name: str, start: int = 0) -> DataFrame:
     """``frame`` + ``name`` (int): its ``key`` values numbered ``start``, ``start`` + 1, ... in their sort order (what
     ``row_number()`` over ``Window.orderBy(key)`` gives, without moving every row into one partition). A range-
-    partitioned sort, pinned by a local checkpoint; each partition's offset from the row counts of the ones before
-    it (one small collect); a row's number from its position in its partition. ``key`` must be unique in ``frame``
-    when it holds other columns (they are joined back by key)."""
-    ordered = frame.select(key).distinct().orderBy(key).localCheckpoint()
-    tagged = ordered.select(key, F.spark_partition_id().alias("_part"), F.monotonically_increasing_id().alias("_id"))
+    partitioned sort, each row tagged with its partition and position there and pinned by a local checkpoint; each
+    partition's offset from the row counts of the ones before it (one small collect). ``key`` must be unique in
+    ``frame`` when it holds other columns (they are joined back by key, a null key too)."""
+    tagged = (frame.select(key).distinct().orderBy(key)
+              .select(key, F.spark_partition_id().alias("_part"), F.monotonically_increasing_id().alias("_id"))
+              .localCheckpoint())
     counts = sorted((r["_part"], r["count"]) for r in tagged.groupBy("_part").count().collect())
     offsets, total = [], start
     for part, n in counts:
@@ -36,7 +37,10 @@ def dense_index(frame: DataFrame, key: str, name: str, start: int = 0) -> DataFr
     # monotonically_increasing_id is (partition << 33) + the row's position in its partition
     position = F.col("_id") - F.shiftleft(F.col("_part").cast("long"), 33)
     index = tagged.select(key, (position + F.create_map(*offsets)[F.col("_part")]).cast("int").alias(name))
-    return index if frame.columns == [key] else frame.join(index, key)
+    if frame.columns == [key]:
+        return index
+    index = index.withColumnRenamed(key, "_key")
+    return frame.join(index, frame[key].eqNullSafe(index["_key"])).drop("_key")
 
 
 def mask_seen(scores: np.ndarray, seen: pd.Series) -> None:
