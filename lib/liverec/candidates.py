@@ -85,7 +85,7 @@ def user_inputs(f: Features, users: DataFrame, friend_candidates: int) -> DataFr
                        "recent_items", F.col("content_vector").cast("array<float>").alias("content_vector"),
                        F.col("user_factor").cast("array<float>").alias("user_factor"), "top_categories", "seen",
                        F.col("fr.item_id").alias("friend_items"),
-                       F.transform("fr", lambda x: -x["neg"]).cast("array<long>").alias("friend_n"),
+                       features.friend_counts("fr").alias("friend_n"),
                        F.col("fr_via").alias("friend_via"))
 
 

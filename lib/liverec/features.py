@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from liverec import als, ease, profiles
@@ -64,7 +64,7 @@ class Features:
     #                   category_affinity (map), recent_items (array<string>), content_vector, user_factor
     items: DataFrame  # item_id, categories, log_item_users, log_item_recent_users, log_item_age_days, item_unseen,
     #                   item_factor, embedding
-    friends: DataFrame  # user_id, fr: every item the user's friends chose, best first (FRIENDS_FIRST)
+    friends: DataFrame  # user_id, fr: every item the user's friends chose, best first (FRIEND_ENTRY, friend_lists)
     item_factors: DataFrame  # item_id, item_idx, features (ALS on the history)
     user_factors: DataFrame  # user_id, user_idx, features
     seen: DataFrame  # user_id, item_id of the history
@@ -160,6 +160,11 @@ def friend_lists(friends: DataFrame, seen: DataFrame) -> DataFrame:
                                     F.min("friend_id").alias("a_friend"))
     return counted.groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct(
         (-F.col("n_friends")).alias("neg"), "item_id", "a_friend"))).alias("fr"))
+
+
+def friend_counts(fr: str) -> Column:
+    """How many friends chose each item of a ``friend_lists`` column, in its order (array<long>)."""
+    return F.transform(fr, lambda x: -x["neg"]).cast("array<long>")
 
 
 

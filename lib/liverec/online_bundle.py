@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from liverec.cleaning import pseudonymise_value
-from liverec.features import ITEM_STATS, USER_STATS
+from liverec.features import ITEM_STATS, USER_STATS, friend_counts
 
 KEY_CHECK_TEXT = "liverec-online-key-check"
 
@@ -168,7 +168,7 @@ def user_records(f: Any, events: Any, nightly: Any, settings: Any) -> Any:
         F.coalesce(F.col("_seen.item_id"), empty).alias("seen"),
         F.coalesce(F.col("_seen.strength"), F.array().cast("array<double>")).alias("strength"),
         F.coalesce(F.col("_friends.item_id"), empty).alias("friend_items"),
-        F.coalesce(F.transform("_friends", lambda x: -x["neg"]), F.array().cast("array<long>")).alias("friend_n"),
+        F.coalesce(friend_counts("_friends"), F.array().cast("array<long>")).alias("friend_n"),
         F.coalesce(F.slice(F.col("_friends.a_friend"), 1, max(conf.friend_candidates, 1)), empty).alias("friend_of"),
         F.coalesce(F.col("_nightly.item_id"), empty).alias("nightly"),
         F.coalesce(F.col("_nightly.reason"), empty).alias("nightly_reason"),
