@@ -150,6 +150,61 @@ def test_pseudonym_is_hmac_sha256(spark):
     assert got[2] == cleaning.pseudonymise_value("bob", key)
 
 
+def test_pseudonyms_of_distinct_ids_joined_back_equal_hmac_per_row(spark):
+    key = b"secret"
+    rows = [(i, u) for i, u in enumerate(["alice", "bob", None, "alice", "carol", "bob", "alice"])]
+    df = spark.createDataFrame(rows, "n int, u string")
+    want = {n: None if u is None else hmac.new(key, u.encode(), hashlib.sha256).hexdigest() for n, u in rows}
+    for broadcast_max in (0, 100):  # shuffled join, broadcast join
+        out = cleaning.pseudonymise_ids(df, "u", key, broadcast_max)
+        assert out.columns == ["n", "u"]
+        assert {r["n"]: r["u"] for r in out.collect()} == want
+
+
+def test_user_peaks_match_a_count_by_hand():
+    """The bot rules' figures against a plain-Python count over every user's actions (random times, repeats
+    included)."""
+    import math
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n, max_gap = 5, 40.0
+    codes, micros = [], []
+    for user in range(40):
+        t0 = 1_710_000_000 + int(rng.integers(0, 86_400))
+        steps = rng.choice([0, 0.4, 3, 10, 11, 30, 400, 5000], size=int(rng.integers(1, 60)))
+        for t in t0 + np.cumsum(steps):
+            codes.append(user)
+            micros.append(int(round(t * 1_000_000)))
+    order = rng.permutation(len(codes))
+    users, got = cleaning.user_peaks(np.array(micros, dtype=np.int64)[order], np.array(codes, dtype=np.int32)[order],
+                                     n, max_gap)
+    assert list(users) == list(range(40))
+    for u in range(40):
+        acts = sorted({m for c, m in zip(codes, micros, strict=True) if c == u})
+        secs = [m // 1_000_000 for m in acts]
+
+        def most(keys):
+            return max(keys.count(k) for k in set(keys))
+
+        assert got["peak_minute"][u] == most([m // 60_000_000 for m in acts])
+        assert got["peak_day"][u] == most([s // 86_400 for s in secs])
+        assert got["peak_hour"][u] == max(most([s // 3600 for s in secs]), most([(s + 1800) // 3600 for s in secs]))
+        runs = []
+        for i in range(n - 1, len(secs)):
+            gaps = [secs[j] - secs[j - 1] for j in range(i - n + 2, i + 1)]
+            mean = sum(gaps) / len(gaps)
+            if 0 < mean <= max_gap:
+                sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps))
+                runs.append((sd / mean, mean))
+        if runs:
+            cv, mean = min(runs)
+            assert got["cv"][u] == pytest.approx(cv, abs=1e-9) and got["cv_mean_gap"][u] == pytest.approx(mean)
+        else:
+            assert math.isnan(got["cv"][u]) and math.isnan(got["cv_mean_gap"][u])
+
+
 def test_key_required_outside_demo_mode(monkeypatch):
     monkeypatch.delenv("LIVEREC_ID_KEY", raising=False)
     with pytest.raises(ConfigError, match="LIVEREC_ID_KEY is not set"):

@@ -51,6 +51,7 @@ class MlflowSettings:
 class IdSettings:
     key_env: str
     demo_key: str
+    broadcast_pseudonyms: int
 
 
 @dataclass(frozen=True)

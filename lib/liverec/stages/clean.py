@@ -50,7 +50,8 @@ def run_clean(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     partition, batch_rows = {"ds": ds}, streaming.NOT_STREAM
     before = {t: lakehouse.version(spark, settings, t) for t in (tables.SILVER_EVENTS, tables.SILVER_QUARANTINE)}
     v_silver = lakehouse.overwrite_partition(spark, settings, tables.SILVER_EVENTS,
-                                             cleaning.silver_rows(classified, key, ds), partition, batch_rows)
+                                             cleaning.silver_rows(classified, key, ds, settings.ids.broadcast_pseudonyms),
+                                             partition, batch_rows)
     progress.step("write silver.events", kept, version=v_silver)
     v_quar = lakehouse.overwrite_partition(spark, settings, tables.SILVER_QUARANTINE,
                                            cleaning.quarantine_rows(classified, key, ds), partition, batch_rows)
