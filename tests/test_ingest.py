@@ -1,12 +1,14 @@
 """Ingest readers and the ingest stage's handling of bad input, through the real CLI entry point."""
 
+import datetime as dt
 import json
 import os
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
-from liverec import ingest, lakehouse, readers, tables, tracking
+from liverec import ingest, lakehouse, readers, schemas, tables, tracking
 from liverec.cli import main
 from tests.conftest import cli_args
 
@@ -110,6 +112,39 @@ def test_ingest_events_stage_is_idempotent_per_ds(spark, settings, tmp_path):
     assert lakehouse.version(spark, settings, tables.BRONZE_EVENTS) == 1
     assert lakehouse.read(spark, settings, tables.BRONZE_ITEMS).count() == 2
     assert events.select("row_id").distinct().count() == 3
+
+
+def _file_stats(settings, table):
+    """Every data file's statistics as its Delta log wrote them, and the table's properties (read from the JSON log)."""
+    log = Path(tables.table_path(settings, table)) / "_delta_log"
+    stats, conf = [], {}
+    for commit in sorted(log.glob("*.json")):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "metaData" in action:
+                conf = action["metaData"]["configuration"]
+            if "add" in action:
+                stats.append(json.loads(action["add"]["stats"]))
+    return stats, conf
+
+
+def test_delta_statistics_kept_only_for_the_columns_tables_names(spark, settings, tmp_path):
+    csv = tmp_path / "e.csv"
+    csv.write_text(EVENTS_CSV)
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,category\ni1,Red mug,kitchen\ni2,Blue pot,kitchen\n")
+    assert run_cli(settings, "ingest", "--source", "events", "--input", str(csv), "--items", str(items)) == 0
+    stats, conf = _file_stats(settings, tables.BRONZE_EVENTS)
+    assert conf == {"delta.dataSkippingNumIndexedCols": "0"}
+    assert {k for s in stats for k in s} == {"numRecords"} and sum(s["numRecords"] for s in stats) == 3
+    stats, conf = _file_stats(settings, tables.BRONZE_ITEMS)  # not listed: Delta's default, every column
+    assert conf == {} and set(stats[0]["minValues"]) >= {"item_id", "title", "category"}
+    silver = spark.createDataFrame([("e1", "u1", "i1", "view", None, dt.datetime(2024, 3, 10, 9), None, None,
+                                     "events", "2024-03-10")], schemas.SCHEMAS[tables.SILVER_EVENTS])
+    lakehouse.append(spark, settings, tables.SILVER_EVENTS, silver)  # the stream's path creates it too
+    stats, conf = _file_stats(settings, tables.SILVER_EVENTS)
+    assert conf == {"delta.dataSkippingStatsColumns": "ts"}
+    assert [(s["numRecords"], set(s["minValues"])) for s in stats] == [(1, {"ts"})]
 
 
 def test_each_call_logs_into_its_own_conf_store(spark, tmp_path, monkeypatch):

@@ -43,6 +43,16 @@ def version(spark: SparkSession, settings: Settings, table: str) -> int | None:
     return DeltaTable.forPath(spark, tables.table_path(settings, table)).history(1).collect()[0]["version"]
 
 
+def stats_options(table: str) -> dict[str, str]:
+    """The Delta writer options that set ``tables.STATS_COLUMNS`` on a table being created ({} for the others)."""
+    columns = tables.STATS_COLUMNS.get(table)
+    if columns is None:
+        return {}
+    if not columns:
+        return {"delta.dataSkippingNumIndexedCols": "0"}
+    return {"delta.dataSkippingStatsColumns": ",".join(columns)}
+
+
 def _predicate(partition: dict[str, str]) -> str:
     def quote(v: str) -> str:
         return "'" + v.replace("'", "''") + "'"
@@ -65,7 +75,8 @@ def overwrite_partition(
     for key, value in partition.items():
         data = data.where(F.col(key) == value)  # never let a row escape its partition
     # mergeSchema: a column added to a table's schema in a later release is added to the existing table
-    writer = data.write.format("delta").option("mergeSchema", "true").partitionBy(*tables.PARTITIONS[table])
+    writer = (data.write.format("delta").option("mergeSchema", "true").options(**stats_options(table))
+              .partitionBy(*tables.PARTITIONS[table]))
     path = tables.table_path(settings, table)
     if exists(spark, settings, table):
         where = _predicate(partition) + (f" AND ({condition})" if condition else "")
@@ -84,7 +95,7 @@ def append(spark: SparkSession, settings: Settings, table: str, df: DataFrame,
     micro-batch that Spark re-executes after a crash is not appended twice.
     """
     writer = (conform(df, table).write.format("delta").mode("append").option("mergeSchema", "true")
-              .partitionBy(*tables.PARTITIONS[table]))
+              .options(**stats_options(table)).partitionBy(*tables.PARTITIONS[table]))
     if txn is not None:
         writer = writer.option("txnAppId", txn[0]).option("txnVersion", int(txn[1]))
     writer.save(tables.table_path(settings, table))
