@@ -36,7 +36,8 @@ def run(name: str, settings: list[str], events: int) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    sets = [s if not s.startswith(JVM_KEY) else f"{s} -XX:+CITime" for s in settings]
+    given = [s[len(JVM_KEY):] for s in settings if s.startswith(JVM_KEY)]
+    sets = [*(s for s in settings if not s.startswith(JVM_KEY)), JVM_KEY + " ".join([*given, "-XX:+CITime"])]
     cmd = [sys.executable, "-m", "liverec.cli", "pipeline", *isolated_args(work, "4g"),
            *[x for kv in sets for x in ("--set", kv)],
            "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=4",

@@ -23,12 +23,11 @@ SHARED_DATA = Path(os.environ.get("LIVEREC_SHARED_DATA", REPO.parent / "shared" 
 # tiny test tables: whole-stage code generation costs more than it saves, and so does compiling any expression code
 # (factoryMode NO_CODEGEN: Spark's interpreted expressions, which the JIT compiles once for every query, where each
 # query's generated classes are compiled again: the demo chain took 341-375 s with generated code, 309 s without,
-# its tables the same); Delta replays its log in 2 tasks; the parallel collector for a driver JVM that lives through
-# many tests (G1's concurrent marking, started again and again by large allocations: tests/test_nightly.py took 785 s
-# with G1, 601 s with this, on 2 cores)
+# its tables the same); Delta replays its log in 2 tasks. (The parallel collector, once set here for a driver JVM that
+# lives through many tests, tests/test_nightly.py 785 s with G1 and 601 s with it, is conf's default now:
+# spark.java_options.)
 SMALL_DATA = ("spark.conf.spark.sql.codegen.wholeStage=false", "spark.conf.spark.sql.codegen.factoryMode=NO_CODEGEN",
-              "spark.conf.spark.databricks.delta.snapshotPartitions=2",
-              "spark.conf.spark.driver.extraJavaOptions=-XX:+UseParallelGC")
+              "spark.conf.spark.databricks.delta.snapshotPartitions=2")
 
 
 VENV_BIN = Path(sys.executable).parent

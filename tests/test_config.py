@@ -134,11 +134,14 @@ def test_the_readme_stage_table_is_the_declared_one():
     assert stage_table() in (REPO / "README.md").read_text(), "README.md's stage table is stale: paste stage_table()"
 
 
-def test_driver_java_options_keep_the_given_ones_beside_the_derby_home(tmp_path):
-    from liverec.session import driver_java_options
+def test_java_options_keep_the_given_ones_beside_the_defaults_and_the_derby_home(tmp_path):
+    from liverec.session import driver_java_options, executor_java_options
 
     plain = load_settings(overrides=[f"scratch_dir={tmp_path}"])
-    assert driver_java_options(plain) == f"-Dderby.system.home={tmp_path}"
-    given = load_settings(overrides=[f"scratch_dir={tmp_path}",
-                                     "spark.conf.spark.driver.extraJavaOptions=-XX:+UseParallelGC -Xss4m"])
-    assert driver_java_options(given) == f"-XX:+UseParallelGC -Xss4m -Dderby.system.home={tmp_path}"
+    assert driver_java_options(plain) == f"-XX:+UseParallelGC -Dderby.system.home={tmp_path}"
+    assert executor_java_options(plain) == "-XX:+UseParallelGC"
+    given = load_settings(overrides=[f"scratch_dir={tmp_path}", "spark.java_options=",
+                                     "spark.conf.spark.driver.extraJavaOptions=-XX:+UseSerialGC -Xss4m",
+                                     "spark.conf.spark.executor.extraJavaOptions=-Xss8m"])
+    assert driver_java_options(given) == f"-XX:+UseSerialGC -Xss4m -Dderby.system.home={tmp_path}"
+    assert executor_java_options(given) == "-Xss8m"

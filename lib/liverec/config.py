@@ -37,6 +37,7 @@ class SparkSettings:
     shuffle_partitions: int
     driver_memory: str
     delta_package: str
+    java_options: str
     conf: dict[str, str]
 
 

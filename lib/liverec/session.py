@@ -30,9 +30,16 @@ def delta_jar_on_classpath() -> bool:
 
 
 def driver_java_options(settings: Settings) -> str:
-    """spark.driver.extraJavaOptions: any given in spark.conf, then Derby (Spark's catalog) inside the scratch folder."""
+    """spark.driver.extraJavaOptions: conf spark.java_options, any given in spark.conf, then Derby (Spark's catalog)
+    inside the scratch folder."""
     given = settings.spark.conf.get("spark.driver.extraJavaOptions", "")
-    return " ".join(filter(None, (given, f"-Dderby.system.home={settings.scratch_dir}")))
+    return " ".join(filter(None, (settings.spark.java_options, given, f"-Dderby.system.home={settings.scratch_dir}")))
+
+
+def executor_java_options(settings: Settings) -> str:
+    """spark.executor.extraJavaOptions: conf spark.java_options, then any given in spark.conf."""
+    given = settings.spark.conf.get("spark.executor.extraJavaOptions", "")
+    return " ".join(filter(None, (settings.spark.java_options, given)))
 
 
 def build_spark(settings: Settings, stage: str = "") -> SparkSession:
@@ -49,6 +56,7 @@ def build_spark(settings: Settings, stage: str = "") -> SparkSession:
         .config("spark.sql.warehouse.dir", str(Path(settings.scratch_dir) / "warehouse"))
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.extraJavaOptions", driver_java_options(settings))
+        .config("spark.executor.extraJavaOptions", executor_java_options(settings))
         # a CSV line with the wrong number of fields is malformed even when a query reads only some columns
         .config("spark.sql.csv.parser.columnPruning.enabled", "false")
         # Delta: replaceWhere on partition columns and schema checks on every write
@@ -61,7 +69,7 @@ def build_spark(settings: Settings, stage: str = "") -> SparkSession:
                 "spark.jars.ivy", str(Path(settings.scratch_dir) / "ivy")
             )
     for key, value in settings.spark.conf.items():
-        if key != "spark.driver.extraJavaOptions":
+        if key not in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
             builder = builder.config(key, value)
     # Python workers run this interpreter (the venv that has liverec and its pins) unless told otherwise
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
