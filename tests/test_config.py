@@ -145,3 +145,9 @@ def test_java_options_keep_the_given_ones_beside_the_defaults_and_the_derby_home
                                      "spark.conf.spark.executor.extraJavaOptions=-Xss8m"])
     assert driver_java_options(given) == f"-XX:+UseSerialGC -Xss4m -Dderby.system.home={tmp_path}"
     assert executor_java_options(given) == "-Xss8m"
+    # a collector given beside the default's replaces it (a JVM with two refuses to start); other options add up
+    other_gc = load_settings(overrides=[f"scratch_dir={tmp_path}", "spark.java_options=-XX:+UseParallelGC -Xss2m",
+                                        "spark.conf.spark.driver.extraJavaOptions=-XX:+UseG1GC"])
+    assert driver_java_options(other_gc) == f"-Xss2m -XX:+UseG1GC -Dderby.system.home={tmp_path}"
+    assert executor_java_options(other_gc, "-XX:+UseZGC -Xmx1g") == "-Xss2m -XX:+UseZGC -Xmx1g"
+    assert executor_java_options(other_gc, "-Xmx1g") == "-XX:+UseParallelGC -Xss2m -Xmx1g"

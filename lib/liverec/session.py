@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -29,17 +30,42 @@ def delta_jar_on_classpath() -> bool:
     return bool(glob.glob(str(jars / "delta-spark_2.13-*.jar")))
 
 
+def _is_collector(option: str) -> bool:
+    return re.fullmatch(r"-XX:\+Use\w*GC", option) is not None
+
+
+def java_options(defaults: str, *given: str) -> str:
+    """``defaults`` (conf spark.java_options) then the ``given`` options; a collector chosen in ``given`` replaces the
+    defaults' own (a JVM given two refuses to start)."""
+    chosen = any(_is_collector(o) for g in given for o in g.split())
+    kept = " ".join(o for o in defaults.split() if not (chosen and _is_collector(o)))
+    return " ".join(filter(None, (kept, *given)))
+
+
 def driver_java_options(settings: Settings) -> str:
     """spark.driver.extraJavaOptions: conf spark.java_options, any given in spark.conf, then Derby (Spark's catalog)
     inside the scratch folder."""
     given = settings.spark.conf.get("spark.driver.extraJavaOptions", "")
-    return " ".join(filter(None, (settings.spark.java_options, given, f"-Dderby.system.home={settings.scratch_dir}")))
+    return " ".join(filter(None, (java_options(settings.spark.java_options, given),
+                                  f"-Dderby.system.home={settings.scratch_dir}")))
 
 
-def executor_java_options(settings: Settings) -> str:
-    """spark.executor.extraJavaOptions: conf spark.java_options, then any given in spark.conf."""
+def executor_java_options(settings: Settings, submitted: str = "") -> str:
+    """spark.executor.extraJavaOptions: conf spark.java_options, then those spark-submit was given (``submitted``),
+    then any given in spark.conf."""
     given = settings.spark.conf.get("spark.executor.extraJavaOptions", "")
-    return " ".join(filter(None, (settings.spark.java_options, given)))
+    return java_options(settings.spark.java_options, submitted, given)
+
+
+def submitted_conf(key: str) -> str:
+    """A property spark-submit was given (--conf, spark-defaults.conf), "" when none or not under spark-submit: the
+    session's own settings would replace it otherwise."""
+    if not under_spark_submit():
+        return ""
+    from pyspark import SparkContext
+
+    SparkContext._ensure_initialized()
+    return str(SparkContext._jvm.org.apache.spark.SparkConf(True).get(key, ""))  # type: ignore[union-attr]
 
 
 def build_spark(settings: Settings, stage: str = "") -> SparkSession:
@@ -56,7 +82,8 @@ def build_spark(settings: Settings, stage: str = "") -> SparkSession:
         .config("spark.sql.warehouse.dir", str(Path(settings.scratch_dir) / "warehouse"))
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.extraJavaOptions", driver_java_options(settings))
-        .config("spark.executor.extraJavaOptions", executor_java_options(settings))
+        .config("spark.executor.extraJavaOptions",
+                executor_java_options(settings, submitted_conf("spark.executor.extraJavaOptions")))
         # a CSV line with the wrong number of fields is malformed even when a query reads only some columns
         .config("spark.sql.csv.parser.columnPruning.enabled", "false")
         # Delta: replaceWhere on partition columns and schema checks on every write
